@@ -1,0 +1,1 @@
+"""spamgate filters: the contract (api), helpers for authors (testing) and the built-ins."""

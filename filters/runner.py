@@ -1,0 +1,229 @@
+"""Run the filters of one phase concurrently, contain their failures, merge in order.
+
+This is the pure core of the pipeline (no sockets, no config files, no metrics), so
+plugin authors can run a whole pipeline in their tests (see ``filters.testing``) and
+the engine (``proxy.pipeline``) adds configuration, metrics and logging around it.
+
+Merge rules:
+
+* filters of a phase run concurrently; each ``check`` has its own timeout and an
+  ``Exception`` guard (never ``BaseException``: a client disconnect cancels us);
+* a timeout or exception becomes the filter's ``on_error`` verdict: ``continue`` with
+  a zero-weight ``<NAME>_ERROR`` symbol, or ``tempfail``;
+* the most severe enforced decision wins (reject > tempfail > continue); ties go to
+  the filter with the lowest ``order``, so the outcome is deterministic;
+* observe-mode filters run and are reported but never decide, and their symbols are
+  recorded with score 0 (the would-be score is kept for the explanation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from filters.api import (
+    Context,
+    Decision,
+    Filter,
+    HeaderRemoval,
+    Phase,
+    Reply,
+    Symbol,
+    Verdict,
+)
+
+__all__ = [
+    "ERROR_TEMPFAIL_REPLY",
+    "FilterSettings",
+    "Outcome",
+    "PhaseResult",
+    "Pipeline",
+    "ScoreEntry",
+    "Scoreboard",
+    "Slot",
+]
+
+log = logging.getLogger("spamgate.pipeline")
+
+ERROR_TEMPFAIL_REPLY = Reply(451, "4.7.1", "Temporary local problem, please try again later")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """The keys every ``[filters.<name>]`` table has, whatever the filter."""
+
+    enabled: bool = True
+    order: int = 100
+    timeout: float = 10.0
+    on_error: Literal["continue", "tempfail"] = "continue"
+    max_score: float | None = None
+    skip_authenticated: bool = False
+    skip_networks: tuple[IPNetwork, ...] = ()
+    mode: Literal["enforce", "observe"] = "enforce"
+
+
+@dataclass(frozen=True)
+class Slot:
+    filter: Filter
+    settings: FilterSettings = field(default_factory=FilterSettings)
+
+    @property
+    def name(self) -> str:
+        return self.filter.name
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One filter's result for one phase, after the error policy was applied."""
+
+    filter: str
+    phase: Phase
+    verdict: Verdict
+    duration: float
+    error: Literal["timeout", "exception"] | None = None
+    observed: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    decision: Decision
+    reply: Reply | None
+    decided_by: str | None
+    outcomes: tuple[Outcome, ...]
+
+
+@dataclass(frozen=True)
+class ScoreEntry:
+    filter: str
+    symbol: Symbol
+    score: float  # what counts, after caps and observe mode
+    observed: bool = False
+
+
+@dataclass
+class Scoreboard:
+    """Symbols, headers and removals collected over a transaction."""
+
+    entries: list[ScoreEntry] = field(default_factory=list)
+    add_headers: list[tuple[str, str]] = field(default_factory=list)
+    remove_headers: list[HeaderRemoval] = field(default_factory=list)
+    observed: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return round(sum(e.score for e in self.entries), 3)
+
+    def filter_total(self, name: str) -> float:
+        return sum(e.score for e in self.entries if e.filter == name)
+
+    def copy(self) -> Scoreboard:
+        return Scoreboard(
+            list(self.entries), list(self.add_headers), list(self.remove_headers), list(self.observed)
+        )
+
+    def record(self, outcome: Outcome, max_score: float | None) -> None:
+        v = outcome.verdict
+        for sym in v.symbols:
+            if outcome.observed:
+                self.entries.append(ScoreEntry(outcome.filter, sym, 0.0, observed=True))
+                continue
+            score = sym.score
+            if max_score is not None and score > 0:
+                room = max(0.0, max_score - self.filter_total(outcome.filter))
+                score = min(score, room)
+            self.entries.append(ScoreEntry(outcome.filter, sym, score))
+        if outcome.observed:
+            if v.decision is not Decision.CONTINUE:
+                self.observed.append(f"{outcome.filter} would {v.decision.value} at {outcome.phase.value}: {v.reply}")
+            return
+        self.add_headers.extend(v.add_headers)
+        self.remove_headers.extend(v.remove_headers)
+
+
+OutcomeListener = Callable[[Outcome, Context], None]
+
+
+def _skipped(slot: Slot, ctx: Context) -> bool:
+    s = slot.settings
+    if s.skip_authenticated and ctx.session.authenticated_user:
+        return True
+    if s.skip_networks:
+        addr = ctx.session.peer_address
+        if addr is not None and any(addr in net for net in s.skip_networks):
+            return True
+    return False
+
+
+class Pipeline:
+    """An ordered, immutable set of filters; one per config generation."""
+
+    def __init__(self, slots: Sequence[Slot], listener: OutcomeListener | None = None) -> None:
+        self.slots = tuple(sorted((s for s in slots if s.settings.enabled), key=lambda s: s.settings.order))
+        self.listener = listener
+        self._by_phase = {
+            phase: tuple(s for s in self.slots if phase in s.filter.phases) for phase in Phase
+        }
+
+    def filters_for(self, phase: Phase) -> tuple[Slot, ...]:
+        return self._by_phase[phase]
+
+    async def _run_one(self, slot: Slot, phase: Phase, ctx: Context) -> Outcome:
+        observed = slot.settings.mode == "observe"
+        start = time.perf_counter()
+        error: Literal["timeout", "exception"] | None = None
+        try:
+            verdict = await asyncio.wait_for(slot.filter.check(phase, ctx), slot.settings.timeout)
+            if not isinstance(verdict, Verdict):
+                raise TypeError(f"check() returned {type(verdict).__name__}, not Verdict")
+        except asyncio.TimeoutError:
+            error = "timeout"
+            log.warning(
+                "session=%s filter=%s phase=%s error=timeout after=%.3fs",
+                ctx.session.session_id, slot.name, phase.value, slot.settings.timeout,
+            )
+        except Exception:
+            error = "exception"
+            log.exception("session=%s filter=%s phase=%s error=exception", ctx.session.session_id, slot.name, phase.value)
+        if error is not None:
+            verdict = self._error_verdict(slot, error)
+        outcome = Outcome(slot.name, phase, verdict, time.perf_counter() - start, error, observed)
+        if self.listener is not None:
+            self.listener(outcome, ctx)
+        return outcome
+
+    @staticmethod
+    def _error_verdict(slot: Slot, error: str) -> Verdict:
+        sym = Symbol(f"{slot.name.upper()}_ERROR", 0.0, error)
+        if slot.settings.on_error == "tempfail":
+            return Verdict.tempfail(ERROR_TEMPFAIL_REPLY, sym)
+        return Verdict.cont(sym)
+
+    async def run(self, phase: Phase, ctx: Context, board: Scoreboard) -> PhaseResult:
+        slots = [s for s in self._by_phase[phase] if not _skipped(s, ctx)]
+        if not slots:
+            return PhaseResult(Decision.CONTINUE, None, None, ())
+        if len(slots) == 1:
+            outcomes: Sequence[Outcome] = [await self._run_one(slots[0], phase, ctx)]
+        else:
+            outcomes = await asyncio.gather(*(self._run_one(s, phase, ctx) for s in slots))
+        decision, reply, decided_by = Decision.CONTINUE, None, None
+        for slot, outcome in zip(slots, outcomes):
+            board.record(outcome, slot.settings.max_score)
+            v = outcome.verdict
+            if not outcome.observed and v.decision.severity > decision.severity:
+                decision, reply, decided_by = v.decision, v.reply, slot.name
+        return PhaseResult(decision, reply, decided_by, tuple(outcomes))
+
+    async def close(self) -> None:
+        for slot in self.slots:
+            try:
+                await slot.filter.close()
+            except Exception:
+                log.exception("filter=%s error=close-failed", slot.name)

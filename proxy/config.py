@@ -1,0 +1,275 @@
+"""One TOML file in, one frozen, validated config object out.
+
+Every key is documented in deploy/spamgate.toml (which a test loads). Unknown keys
+are errors; every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from filters.api import DnsSettings, FilterEnv
+
+__all__ = ["Config", "ConfigError", "FilterTable", "Listener", "default_config", "load_config", "parse_config"]
+
+
+class ConfigError(Exception):
+    """A config file could not be read or is invalid; the message names file and key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Server(_Model):
+    hostname: str = Field(default_factory=socket.getfqdn)
+    banner: str = "ESMTP spamgate"
+    state_dir: str = "/var/lib/spamgate"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace: float = Field(default=30.0, ge=0)
+
+
+class Listener(_Model):
+    name: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)
+    role: Literal["mx", "submission", "smtps"] = "mx"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_plaintext_auth: bool = False
+    proxy_protocol: bool = False
+    reuse_port: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Listener:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.role == "smtps" and self.tls_cert is None:
+            raise ValueError("role 'smtps' needs tls_cert and tls_key")
+        if self.proxy_protocol:
+            raise ValueError("proxy_protocol is not supported yet")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.role}_{self.port}"
+
+
+class Backend(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=10025, ge=1, le=65535)
+    url: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    helo_name: str | None = None
+    xclient: Literal["auto", "off"] = "auto"
+    pool_size: int = Field(default=16, ge=0)
+    pool_idle_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("maildir:"):
+            raise ValueError("only 'maildir:PATH' is supported as url; use host and port for SMTP")
+        if v is not None and not v[len("maildir:") :]:
+            raise ValueError("maildir: needs a path")
+        return v
+
+    @property
+    def maildir(self) -> str | None:
+        return self.url[len("maildir:") :] if self.url else None
+
+
+class Limits(_Model):
+    max_message_size: int = Field(default=10_485_760, gt=0)
+    max_command_line: int = Field(default=512, ge=64)
+    max_line_length: int = Field(default=8192, ge=1000)
+    max_recipients: int = Field(default=100, ge=1)
+    max_sessions: int = Field(default=1000, ge=1)
+    max_sessions_per_ip: int = Field(default=50, ge=1)
+    max_errors: int = Field(default=10, ge=1)
+    command_timeout: float = Field(default=300.0, gt=0)
+    data_timeout: float = Field(default=600.0, gt=0)
+    bare_newline: Literal["normalize", "reject"] = "normalize"
+
+
+class Pipeline(_Model):
+    defer_rejects: bool = False
+    exempt_recipients: tuple[str, ...] = ("postmaster",)
+    quarantine_rejects: bool = False
+    quarantine_dir: str | None = None
+    add_explanation: bool = True
+
+
+class Actions(_Model):
+    reject: float | None = 15.0
+    tempfail: float | None = None
+    quarantine: float | None = None
+    add_header: float | None = 6.0
+
+
+class Auth(_Model):
+    local_domains: tuple[str, ...] = ()
+    backend: Literal["none", "file", "dovecot"] = "none"
+    password_file: str | None = None
+    dovecot_socket: str | None = None
+    sender_login_map: str | None = None
+    max_failures: int = Field(default=5, ge=1)
+    failure_window: float = Field(default=300.0, gt=0)
+    penalty_seconds: float = Field(default=900.0, ge=0)
+
+    @field_validator("local_domains")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(d.lower().strip(".") for d in v)
+
+    @model_validator(mode="after")
+    def _check(self) -> Auth:
+        if self.backend == "file" and not self.password_file:
+            raise ValueError("backend 'file' needs password_file")
+        if self.backend == "dovecot" and not self.dovecot_socket:
+            raise ValueError("backend 'dovecot' needs dovecot_socket")
+        return self
+
+
+class Dns(_Model):
+    nameservers: tuple[str, ...] = ("127.0.0.1",)
+    port: int = Field(default=53, ge=1, le=65535)
+    timeout: float = Field(default=2.0, gt=0)
+    attempts: int = Field(default=2, ge=1)
+    cache_size: int = Field(default=10000, ge=0)
+
+    @field_validator("nameservers")
+    @classmethod
+    def _ips(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for ns in v:
+            ipaddress.ip_address(ns)
+        return v
+
+
+class Metrics(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9787, ge=0, le=65535)
+
+
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class FilterTable(BaseModel):
+    """``[filters.<name>]``: the common keys; everything else goes to the filter."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    enabled: bool = False
+    order: int = 100
+    timeout: float = Field(default=10.0, gt=0)
+    on_error: Literal["continue", "tempfail"] = "continue"
+    max_score: float | None = None
+    skip_authenticated: bool = False
+    skip_networks: tuple[IPNet, ...] = ()
+    mode: Literal["enforce", "observe"] = "enforce"
+
+    @field_validator("skip_networks", mode="before")
+    @classmethod
+    def _nets(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return tuple(ipaddress.ip_network(str(x), strict=False) for x in v)
+        return v
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Config(_Model):
+    server: Server = Field(default_factory=Server)
+    listen: tuple[Listener, ...] = (Listener(),)
+    backend: Backend = Field(default_factory=Backend)
+    limits: Limits = Field(default_factory=Limits)
+    pipeline: Pipeline = Field(default_factory=Pipeline)
+    actions: Actions = Field(default_factory=Actions)
+    auth: Auth = Field(default_factory=Auth)
+    dns: Dns = Field(default_factory=Dns)
+    metrics: Metrics = Field(default_factory=Metrics)
+    filters: dict[str, FilterTable] = Field(default_factory=dict)
+    source: str = Field(default="<default>", exclude=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if not self.listen:
+            raise ValueError("at least one [[listen]] is needed")
+        labels = [lst.label for lst in self.listen]
+        if len(set(labels)) != len(labels):
+            raise ValueError("listener names must be unique (set name = ...)")
+        return self
+
+    @property
+    def enabled_filters(self) -> dict[str, FilterTable]:
+        return {n: t for n, t in self.filters.items() if t.enabled}
+
+    def filter_env(self) -> FilterEnv:
+        d = self.dns
+        return FilterEnv(
+            hostname=self.server.hostname,
+            local_domains=self.auth.local_domains,
+            dns=DnsSettings(tuple(d.nameservers), d.port, d.timeout, d.attempts, d.cache_size),
+            state_dir=self.server.state_dir,
+        )
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def parse_config(data: dict[str, Any], source: str = "<string>") -> Config:
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            lines.append(f"{source}: {_loc(tuple(err['loc']))}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: TOML syntax error: {exc}") from None
+    return parse_config(data, str(p))
+
+
+def default_config(maildir: str = "./spamgate-maildir", port: int = 2525) -> Config:
+    """The embedded default: one mx listener on loopback, delivering into a local Maildir."""
+    return parse_config(
+        {
+            "server": {"state_dir": "./spamgate-state"},
+            "listen": [{"host": "127.0.0.1", "port": port, "role": "mx"}],
+            "backend": {"url": f"maildir:{maildir}"},
+            "metrics": {"enabled": False},
+        },
+        "<embedded default>",
+    )
