@@ -1,0 +1,210 @@
+"""One caching asyncio DNS resolver per ``[dns]`` setting, shared by every session.
+
+Why a cache of our own rather than dnspython's: we need negative caching per the
+SOA minimum (RFC 2308) with a hard size bound, metrics on hits, and coalescing of
+identical in-flight queries, so a burst of connections from one IP costs one
+lookup even before the first answer arrives.
+
+Results are values, never exceptions: a lookup ends as ``ok``, ``nxdomain``,
+``nodata``, ``timeout`` or ``error``; callers decide what each means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.rrset
+from prometheus_client import Counter, Histogram
+
+from filters.api import DnsSettings
+
+__all__ = ["MAX_TTL", "CachingResolver", "DnsAnswer", "TtlCache", "shared_resolver"]
+
+Status = Literal["ok", "nxdomain", "nodata", "timeout", "error"]
+RdType = Literal["A", "AAAA", "TXT"]
+
+# Bounds staleness whatever a zone says: a delisted host should not wait a day.
+MAX_TTL = 3600
+# Used when a negative answer carries no SOA (a broken server): retry soon.
+DEFAULT_NEGATIVE_TTL = 60
+
+LOOKUP_SECONDS = Histogram(
+    "spamgate_dns_lookup_duration_seconds",
+    "Time spent on DNS queries that went to the network (cache misses)",
+    ["rdtype"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUERIES = Counter("spamgate_dns_queries_total", "DNS queries sent to the network, by outcome", ["rdtype", "result"])
+CACHE_HITS = Counter("spamgate_dns_cache_hits_total", "DNS lookups answered from the cache or a query in flight")
+CACHE_MISSES = Counter("spamgate_dns_cache_misses_total", "DNS lookups that had to query the network")
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    """The outcome of one lookup; ``records`` are addresses (A/AAAA) or joined strings (TXT)."""
+
+    status: Status
+    records: tuple[str, ...] = ()
+    ttl: int = 0
+    detail: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.status == "ok" and bool(self.records)
+
+
+class TtlCache:
+    """A size-bounded LRU of answers, each kept for its own TTL."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._data: OrderedDict[tuple[str, str], tuple[float, DnsAnswer]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: tuple[str, str]) -> DnsAnswer | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, answer = item
+        if expires <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return answer
+
+    def put(self, key: tuple[str, str], answer: DnsAnswer) -> None:
+        ttl = min(answer.ttl, MAX_TTL)
+        if self.max_entries <= 0 or ttl <= 0:
+            return
+        self._data[key] = (self._clock() + ttl, answer)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+def _negative_ttl(response: dns.message.Message | None) -> int:
+    """RFC 2308: a negative answer lives min(SOA TTL, SOA minimum)."""
+    if response is None:
+        return DEFAULT_NEGATIVE_TTL
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            soa = next(iter(rrset))
+            return int(min(rrset.ttl, soa.minimum))
+    return DEFAULT_NEGATIVE_TTL
+
+
+def _records(rdtype: RdType, rrset: dns.rrset.RRset) -> tuple[str, ...]:
+    if rdtype == "TXT":
+        return tuple(b"".join(r.strings).decode("utf-8", "replace") for r in rrset)
+    return tuple(sorted(r.address for r in rrset))
+
+
+class CachingResolver:
+    """Asynchronous lookups through one set of nameservers, with a shared cache."""
+
+    def __init__(self, settings: DnsSettings) -> None:
+        self.settings = settings
+        self.cache = TtlCache(settings.cache_size)
+        r = dns.asyncresolver.Resolver(configure=False)
+        r.nameservers = list(settings.nameservers)
+        r.port = settings.port
+        r.timeout = settings.timeout
+        r.lifetime = settings.timeout * settings.attempts
+        r.cache = None
+        self._resolver = r
+        self._inflight: dict[tuple[str, RdType], asyncio.Task[DnsAnswer]] = {}
+
+    @property
+    def lifetime(self) -> float:
+        return self.settings.timeout * self.settings.attempts
+
+    async def query(self, name: str, rdtype: RdType = "A", max_wait: float | None = None) -> DnsAnswer:
+        """Look ``name`` up; waits at most ``max_wait`` seconds (default: timeout x attempts).
+
+        A caller that gives up early does not cancel the query: it completes in
+        the background and fills the cache for the next caller.
+        """
+        key: tuple[str, RdType] = (name.lower().rstrip("."), rdtype)
+        cached = self.cache.get(key)
+        if cached is not None:
+            CACHE_HITS.inc()
+            return cached
+        loop = asyncio.get_running_loop()
+        task = self._inflight.get(key)
+        if task is None or task.get_loop() is not loop:
+            CACHE_MISSES.inc()
+            task = loop.create_task(self._fetch(key))
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._forget, key))
+        else:
+            CACHE_HITS.inc()
+        wait = max_wait if max_wait is not None else self.lifetime
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            return DnsAnswer("timeout", detail=f"no answer within {wait:g}s")
+
+    def _forget(self, key: tuple[str, RdType], task: asyncio.Task[DnsAnswer]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+
+    async def _fetch(self, key: tuple[str, RdType]) -> DnsAnswer:
+        name, rdtype = key
+        qname = dns.name.from_text(name)
+        start = time.perf_counter()
+        answer = await self._resolve(qname, rdtype)
+        LOOKUP_SECONDS.labels(rdtype).observe(time.perf_counter() - start)
+        QUERIES.labels(rdtype, answer.status).inc()
+        if answer.status in ("ok", "nxdomain", "nodata"):
+            self.cache.put(key, answer)
+        return answer
+
+    async def _resolve(self, qname: dns.name.Name, rdtype: RdType) -> DnsAnswer:
+        try:
+            ans = await self._resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN as exc:
+            responses = exc.responses()  # type: ignore[no-untyped-call]
+            return DnsAnswer("nxdomain", ttl=_negative_ttl(responses.get(qname)))
+        except dns.exception.Timeout:
+            return DnsAnswer("timeout", detail="resolver lifetime exceeded")
+        except dns.exception.DNSException as exc:
+            return DnsAnswer("error", detail=_first_line(exc))
+        except OSError as exc:
+            return DnsAnswer("error", detail=f"socket error: {exc.strerror or exc}")
+        if ans.rrset is None:
+            return DnsAnswer("nodata", ttl=_negative_ttl(ans.response))
+        return DnsAnswer("ok", _records(rdtype, ans.rrset), ttl=int(ans.rrset.ttl))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+_SHARED: dict[DnsSettings, CachingResolver] = {}
+
+
+def shared_resolver(settings: DnsSettings) -> CachingResolver:
+    """The process-wide resolver for these settings, so reloads and filters share one cache."""
+    resolver = _SHARED.get(settings)
+    if resolver is None:
+        resolver = _SHARED[settings] = CachingResolver(settings)
+    return resolver
