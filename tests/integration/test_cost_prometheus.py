@@ -1,0 +1,107 @@
+"""``spamgate cost --from-metrics`` against a real Prometheus holding known series.
+
+The series are backfilled with promtool (exact timestamps, extending past "now") so the
+measured rate is known: 0.1 rejects/s + 0.05 quarantined/s = 12,960 spam a day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.cost import register
+from tests.integration.services.prometheus import Prometheus
+
+pytestmark = pytest.mark.integration
+
+
+def series(now: int) -> str:
+    lines = ["# HELP spamgate_transactions Finished transactions", "# TYPE spamgate_transactions counter"]
+    start, end = now - 3 * 3600, now + 3600
+    for action, step, per_step in (("reject", 10, 1), ("quarantine", 20, 1), ("accept", 10, 7)):
+        lines += [
+            f'spamgate_transactions_total{{action="{action}"}} {i * per_step} {start + i * step}'
+            for i in range((end - start) // step)
+        ]
+    return "\n".join([*lines, "# EOF", ""])
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    prom = Prometheus(Path(tmp_path_factory.mktemp("prom-cost")))
+    prom.backfill(series(int(time.time())))
+    prom.start()
+    yield prom
+    prom.stop()
+
+
+def cost(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    p = argparse.ArgumentParser(prog="spamgate")
+    register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(["cost", *argv])
+    rc = args.func(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+BASE = ["--employees", "480", "--workdays", "230", "--hourly-wage", "16", "--seconds-per-spam", "3"]
+
+
+def test_measured_rate_drives_the_figures(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = cost([*BASE, "--from-metrics", prometheus.url, "--window", "1h", "--json"], capsys)
+    assert (rc, err) == (0, "")
+    # 12,960 spam a day / 480 employees = 27 each; 27 * 3 s * 16/h = 0.36 a workday
+    assert json.loads(out) == {
+        "cost_per_year": 39744.00,
+        "cost_per_day": 172.80,
+        "cost_per_employee_per_year": 82.80,
+        "cost_per_employee_per_day": 0.36,
+        "productivity_days_per_year": 164.2500,
+        "productivity_hours_per_employee_per_year": 8.2125,
+    }
+
+
+def test_text_output_says_the_figure_was_measured(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = cost([*BASE, "--from-metrics", prometheus.url + "/", "--window", "2h"], capsys)
+    assert rc == 0
+    assert "27.00 spam per employee per day (measured over 2h)" in out
+    assert "€39,744.00 a year" in out
+
+
+def test_custom_query(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
+    query = 'sum(rate(spamgate_transactions_total{action="reject"}[1h]))'
+    rc, out, _ = cost([*BASE, "--from-metrics", prometheus.url, "--query", query, "--json"], capsys)
+    assert rc == 0
+    assert json.loads(out)["cost_per_day"] == 115.20  # 18 spam each a day
+
+
+def test_no_data_is_an_error(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
+    query = "sum(rate(spamgate_nothing_total[1h])) > 0"
+    rc, out, err = cost([*BASE, "--from-metrics", prometheus.url, "--query", query], capsys)
+    assert (rc, out) == (1, "")
+    assert "no data for" in err
+
+
+def test_several_series_is_an_error(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
+    query = "rate(spamgate_transactions_total[1h])"
+    rc, _, err = cost([*BASE, "--from-metrics", prometheus.url, "--query", query], capsys)
+    assert rc == 1
+    assert "returned 3 series" in err
+
+
+def test_bad_promql_reports_prometheus_error(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = cost([*BASE, "--from-metrics", prometheus.url, "--query", "sum(rate("], capsys)
+    assert rc == 1
+    assert "HTTP 400" in err
+    assert "parse error" in err
+
+
+def test_scalar_query(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = cost([*BASE, "--from-metrics", prometheus.url, "--query", "scalar(vector(0.05))", "--json"], capsys)
+    assert rc == 0
+    assert json.loads(out)["cost_per_day"] == 57.60  # 4,320 a day / 480 = 9 each
