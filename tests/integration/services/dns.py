@@ -123,7 +123,7 @@ def start_dns(zones: dict[str, str], workdir: Path, ready_timeout: float = 15.0)
         raise ValueError("start_dns needs at least one zone")
     workdir.mkdir(parents=True, exist_ok=True)
     names = [n.rstrip(".").lower() for n in zones]
-    for name, text in zip(names, zones.values()):
+    for name, text in zip(names, zones.values(), strict=True):
         (workdir / f"{name}.zone").write_text(text)
     last_log = ""
     for _ in range(3):  # the free port may be taken between our probe and NSD's bind

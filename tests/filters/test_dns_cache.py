@@ -1,0 +1,80 @@
+"""The resolver's cache: TTLs, size bound, negative TTL from the SOA."""
+
+from __future__ import annotations
+
+import dns.message
+import dns.rrset
+
+from filters.api import DnsSettings
+from filters.dns import DEFAULT_NEGATIVE_TTL, MAX_TTL, DnsAnswer, TtlCache, _negative_ttl, shared_resolver
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_entries_expire_with_their_ttl() -> None:
+    clock = Clock()
+    cache = TtlCache(10, clock)
+    cache.put(("a.test", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=30))
+    cache.put(("b.test", "A"), DnsAnswer("nxdomain", ttl=5))
+    clock.now += 4.9
+    assert cache.get(("b.test", "A")) == DnsAnswer("nxdomain", ttl=5)
+    clock.now += 0.2
+    assert cache.get(("b.test", "A")) is None
+    assert cache.get(("a.test", "A")) is not None
+    clock.now += 30
+    assert cache.get(("a.test", "A")) is None
+    assert len(cache) == 0
+
+
+def test_ttl_is_capped() -> None:
+    clock = Clock()
+    cache = TtlCache(10, clock)
+    cache.put(("a.test", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=86400 * 7))
+    clock.now += MAX_TTL + 1
+    assert cache.get(("a.test", "A")) is None
+
+
+def test_size_bound_evicts_least_recently_used() -> None:
+    cache = TtlCache(2, Clock())
+    for name in ("a", "b"):
+        cache.put((name, "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=60))
+    assert cache.get(("a", "A")) is not None  # a is now the most recent
+    cache.put(("c", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=60))
+    assert len(cache) == 2
+    assert cache.get(("b", "A")) is None
+    assert cache.get(("a", "A")) is not None
+
+
+def test_zero_size_or_zero_ttl_caches_nothing() -> None:
+    off = TtlCache(0, Clock())
+    off.put(("a", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=60))
+    assert off.get(("a", "A")) is None
+    on = TtlCache(5, Clock())
+    on.put(("a", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=0))
+    assert len(on) == 0
+
+
+def test_negative_ttl_is_min_of_soa_ttl_and_minimum() -> None:
+    msg = dns.message.make_response(dns.message.make_query("x.zen.test.", "A"))
+    msg.authority.append(
+        dns.rrset.from_text("zen.test.", 300, "IN", "SOA", "ns.zen.test. h.zen.test. 1 3600 600 86400 42")
+    )
+    assert _negative_ttl(msg) == 42
+    msg.authority[0].ttl = 10
+    assert _negative_ttl(msg) == 10
+    assert _negative_ttl(None) == DEFAULT_NEGATIVE_TTL
+    bare = dns.message.make_response(dns.message.make_query("x.zen.test.", "A"))
+    assert _negative_ttl(bare) == DEFAULT_NEGATIVE_TTL
+
+
+def test_one_resolver_per_settings() -> None:
+    a = DnsSettings(("127.0.0.1",), 5300)
+    assert shared_resolver(a) is shared_resolver(DnsSettings(("127.0.0.1",), 5300))
+    assert shared_resolver(a) is not shared_resolver(DnsSettings(("127.0.0.1",), 5301))
+    assert shared_resolver(a).cache.max_entries == a.cache_size
