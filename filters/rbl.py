@@ -124,7 +124,7 @@ class RblFilter:
         else:
             return Verdict.cont()
         self._report(ctx, found)
-        return Verdict.cont(*(s for listing in found for s in listing.symbols()))
+        return Verdict.cont(*_merge(s for listing in found for s in listing.symbols()))
 
     async def close(self) -> None:
         pass
@@ -248,6 +248,19 @@ def _clean_domain(name: str | None) -> str | None:
     if not all(0 < len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum() for label in d.split(".")):
         return None
     return d
+
+
+def _merge(symbols: Iterable[Symbol]) -> list[Symbol]:
+    """One symbol per name: ten listed URLs on one list count that list's weight once."""
+    merged: dict[str, Symbol] = {}
+    for sym in symbols:
+        prev = merged.get(sym.name)
+        if prev is None:
+            merged[sym.name] = sym
+        else:
+            detail = prev.detail if len(prev.detail) > 200 else f"{prev.detail}, {sym.detail}"
+            merged[sym.name] = Symbol(sym.name, max(prev.score, sym.score), detail)
+    return list(merged.values())
 
 
 def _printable(text: str, limit: int = 200) -> str:
