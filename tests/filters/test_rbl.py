@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,3 +226,15 @@ def test_bad_option_is_an_option_error() -> None:
     with pytest.raises(OptionError) as exc:
         RblFilter("rbl", {"lists": [{"zone": "zen.test", "wieght": 1}]}, FilterEnv())
     assert exc.value.key == "lists.0.wieght"
+
+
+def test_the_documented_example_config_builds_a_filter() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "rbl.md").read_text()
+    example = re.findall(r"```toml\n(.*?)```", doc, re.S)[-1]
+    table = tomllib.loads(example)["filters"]["rbl"]
+    common = {"enabled", "order", "timeout", "on_error", "skip_networks"}
+    flt = RblFilter("rbl", {k: v for k, v in table.items() if k not in common}, FilterEnv())
+    assert [lst.label for lst in flt.options.lists] == ["zen", "list.dnswl.org", "dbl.spamhaus.org", "multi.surbl.org"]
+    assert flt.phases == {Phase.CONNECT, Phase.HELO, Phase.MAIL, Phase.RCPT, Phase.DATA}
+    expected = {"RBL_ZEN_SBL", "RBL_ZEN_XBL", "RCVD_IN_DNSWL", "RHSBL_DBL_SPAMHAUS_ORG", "URIBL_MULTI_SURBL_ORG"}
+    assert expected <= flt.symbols

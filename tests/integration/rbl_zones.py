@@ -6,6 +6,8 @@ code, 127.0.0.5 gets a Spamhaus error code, 127.0.0.6 is listed but also on the 
 
 from __future__ import annotations
 
+import ipaddress
+
 from tests.integration.services.dns import zone
 
 __all__ = ["IPV6_LISTED", "NEGATIVE_TTL", "TXT_127_0_0_2", "ZONES", "nibbles"]
@@ -16,8 +18,6 @@ TXT_127_0_0_2 = "Listed in zen.test, see http://zen.test/q?127.0.0.2"
 
 
 def nibbles(ip6: str) -> str:
-    import ipaddress
-
     return ".".join(reversed(ipaddress.IPv6Address(ip6).exploded.replace(":", "")))
 
 
