@@ -196,7 +196,7 @@ class RblFilter:
 
     async def _rcpt_verdict(self, ctx: Context) -> Verdict:
         threshold = self.options.reject_score
-        if threshold is None or not self._refusable(ctx):
+        if threshold is None or not self._refusable(ctx) or self._exempt(ctx.envelope.rcpt):
             return Verdict.cont()
         found = await self._client_listings(ctx, ("ip", "helo", "mail_from", "reverse_name"), count=False)
         listed = [x for x in found if x.outcome.result == "listed"]
@@ -215,6 +215,14 @@ class RblFilter:
         # A client on allow_networks is never refused, whatever its names say.
         addr = ctx.session.peer_address
         return not (addr is not None and any(addr in net for net in self.options.allow_networks))
+
+    def _exempt(self, rcpt: str | None) -> bool:
+        # RFC 5321 4.5.1: postmaster must be reachable, even by a listed client.
+        if not rcpt:
+            return False
+        r = rcpt.strip("<>").lower()
+        local = r.rsplit("@", 1)[0]
+        return any(e.lower() in (local, r) for e in self.options.exempt_recipients)
 
     async def _reply_text(self, listing: Listing) -> str:
         """Postfix's default_rbl_reply: ``Service unavailable; <class> [<what>] blocked using <zone>; <TXT>``."""

@@ -147,6 +147,7 @@ class RblOptions(FilterOptions):
     allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     allow_domains: tuple[str, ...] = ()
     max_uris: int = Field(default=20, ge=0)
+    exempt_recipients: tuple[str, ...] = ("postmaster",)
 
     @field_validator("allow_networks", mode="before")
     @classmethod

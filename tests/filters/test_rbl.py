@@ -164,6 +164,17 @@ async def test_rcpt_rejects_with_postfix_wording_when_weight_reaches_threshold()
     assert v.symbols == ()  # the connect phase already scored them
 
 
+async def test_postmaster_is_exempt() -> None:
+    flt, _ = make(reject_score=1.0, lists=LISTS[:1])
+    ctx = make_context(Phase.RCPT, peer_ip="192.0.2.1", rcpt="<Postmaster@example.edu>")
+    assert (await flt.check(Phase.RCPT, ctx)).decision is Decision.CONTINUE
+    flt, _ = make(reject_score=1.0, lists=LISTS[:1], exempt_recipients=["abuse@example.edu"])
+    ctx = make_context(Phase.RCPT, peer_ip="192.0.2.1", rcpt="abuse@example.edu")
+    assert (await flt.check(Phase.RCPT, ctx)).decision is Decision.CONTINUE
+    ctx = make_context(Phase.RCPT, peer_ip="192.0.2.1", rcpt="postmaster@example.edu")
+    assert (await flt.check(Phase.RCPT, ctx)).decision is Decision.REJECT
+
+
 async def test_rcpt_names_the_heaviest_listing_and_cleans_its_txt() -> None:
     flt, _ = make(reject_score=2.5, lists=[LISTS[0], LISTS[2]])
     ctx = make_context(Phase.RCPT, peer_ip="192.0.2.1", mail_from="a@spammer.example")
