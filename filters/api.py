@@ -235,7 +235,7 @@ def domain_of(address: str | None) -> str | None:
 class Message:
     """The message at end of DATA: canonical CRLF bytes, headers parsed on first use."""
 
-    __slots__ = ("raw", "__dict__")
+    __slots__ = ("__dict__", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw

@@ -141,7 +141,9 @@ class Scoreboard:
             self.entries.append(ScoreEntry(outcome.filter, sym, score))
         if outcome.observed:
             if v.decision is not Decision.CONTINUE:
-                self.observed.append(f"{outcome.filter} would {v.decision.value} at {outcome.phase.value}: {v.reply}")
+                self.observed.append(
+                    f"{outcome.filter} would {v.decision.value} at {outcome.phase.value}: {v.reply}"
+                )
             return
         self.add_headers.extend(v.add_headers)
         self.remove_headers.extend(v.remove_headers)
@@ -182,7 +184,7 @@ class Pipeline:
             verdict = await asyncio.wait_for(slot.filter.check(phase, ctx), slot.settings.timeout)
             if not isinstance(verdict, Verdict):
                 raise TypeError(f"check() returned {type(verdict).__name__}, not Verdict")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = "timeout"
             log.warning(
                 "session=%s filter=%s phase=%s error=timeout after=%.3fs",
@@ -214,7 +216,7 @@ class Pipeline:
         else:
             outcomes = await asyncio.gather(*(self._run_one(s, phase, ctx) for s in slots))
         decision, reply, decided_by = Decision.CONTINUE, None, None
-        for slot, outcome in zip(slots, outcomes):
+        for slot, outcome in zip(slots, outcomes, strict=True):
             board.record(outcome, slot.settings.max_score)
             v = outcome.verdict
             if not outcome.observed and v.decision.severity > decision.severity:

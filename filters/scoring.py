@@ -74,7 +74,10 @@ def spam_headers(
     is_spam = action is not Action.ACCEPT
     required = thresholds.required
     req = _fmt(required) if required != float("inf") else "none"
-    status = f"{'Yes' if is_spam else 'No'}, score={_fmt(score)} required={req} tests={explain(entries)} action={action.value}"
+    status = (
+        f"{'Yes' if is_spam else 'No'}, score={_fmt(score)} required={req} "
+        f"tests={explain(entries)} action={action.value}"
+    )
     headers = [("X-Spam-Score", _fmt(score)), ("X-Spam-Status", status)]
     if is_spam:
         headers.insert(0, ("X-Spam-Flag", "YES"))

@@ -1,0 +1,119 @@
+"""The ``spamgate`` command line: run, check-config, quarantine, and the tool commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import sys
+from typing import Any
+
+from proxy import __version__
+from proxy.config import Config, ConfigError, default_config, load_config
+from proxy.pipeline import PluginError, describe
+
+__all__ = ["main"]
+
+# Each module adds its sub-command with register(subparsers) and sets func=run(args) -> int.
+COMMAND_MODULES = (
+    "proxy.quarantine_cli",
+    "proxy.auth.passwd_cli",
+    "proxy.cost",
+)
+
+log = logging.getLogger("spamgate")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # aiosmtpd logs every command line at INFO; our session log says what matters, once.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path) if path else default_config()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from proxy.runtime import SessionCounter
+    from proxy.server import build_runtime
+
+    try:
+        cfg = load_config(args.file)
+        runtime = build_runtime(cfg, SessionCounter())
+    except (ConfigError, PluginError) as exc:
+        print(f"spamgate: config error: {exc}", file=sys.stderr)
+        return 1
+    print(f"# {args.file}: OK")
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    print("# filter order per phase:")
+    print(describe(runtime.pipeline))
+    asyncio.run(runtime.pipeline.close())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(f"spamgate: config error: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(args.log_level or cfg.server.log_level)
+    return asyncio.run(_run(cfg, args.config))
+
+
+async def _run(cfg: Config, path: str | None) -> int:
+    from proxy.server import Server
+
+    try:
+        server = Server(cfg, path)
+    except (ConfigError, PluginError) as exc:
+        log.error("config error: %s", exc)
+        return 1
+    try:
+        await server.serve_forever()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spamgate",
+        description="A transparent anti-spam SMTP proxy in front of your MTA. "
+        "It never answers 250 before the backend has.",
+    )
+    p.add_argument("--version", action="version", version=f"spamgate {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the proxy in the foreground (logs to stderr)")
+    run.add_argument("--config", "-c", metavar="FILE", help="TOML config (default: the embedded demo config: "
+                     "127.0.0.1:2525 delivering into ./spamgate-maildir)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+    chk = sub.add_parser("check-config", help="validate a config file, print it resolved with the filter order")
+    chk.add_argument("file", metavar="FILE")
+    chk.set_defaults(func=cmd_check_config)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Any = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

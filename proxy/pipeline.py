@@ -1,0 +1,114 @@
+"""Find, load and configure filters (entry points), and record what they do.
+
+Discovery follows flake8's plugin loader: every filter, built-in or third-party, is
+an entry point in the group ``spamgate.filters``; only filters named in the config
+are loaded; an import or option error stops start-up naming the filter, its
+distribution and the bad key.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import EntryPoint, entry_points
+
+from filters.api import Context, Decision, Filter, OptionError, Phase
+from filters.runner import FilterSettings, Outcome, Pipeline, Slot
+from proxy import metrics
+from proxy.config import Config, FilterTable
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginError", "build_pipeline", "describe", "discover"]
+
+ENTRY_POINT_GROUP = "spamgate.filters"
+log = logging.getLogger("spamgate.pipeline")
+
+
+class PluginError(Exception):
+    """A configured filter could not be found, imported or configured."""
+
+
+def discover() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _dist(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "unknown distribution"
+
+
+def _settings(t: FilterTable) -> FilterSettings:
+    return FilterSettings(
+        enabled=t.enabled,
+        order=t.order,
+        timeout=t.timeout,
+        on_error=t.on_error,
+        max_score=t.max_score,
+        skip_authenticated=t.skip_authenticated,
+        skip_networks=t.skip_networks,
+        mode=t.mode,
+    )
+
+
+def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config) -> Filter:
+    where = f"{cfg.source}: [filters.{name}]"
+    try:
+        factory = ep.load()
+    except Exception as exc:
+        raise PluginError(f"{where}: cannot import {ep.value} from {_dist(ep)}: {exc!r}") from exc
+    try:
+        flt = factory(name, table.options, cfg.filter_env())
+    except OptionError as exc:
+        raise PluginError(f"{where}.{exc.key}: {exc.message} (filter {name!r} from {_dist(ep)})") from exc
+    except Exception as exc:
+        raise PluginError(f"{where}: filter {name!r} from {_dist(ep)} failed to start: {exc!r}") from exc
+    if not isinstance(flt, Filter):
+        raise PluginError(f"{where}: {ep.value} from {_dist(ep)} does not implement the Filter protocol")
+    flt.name = name
+    return flt
+
+
+def record_outcome(outcome: Outcome, ctx: Context) -> None:
+    """Metrics and one log line per enforced or observed hard verdict."""
+    f, phase = outcome.filter, outcome.phase.value
+    metrics.FILTER_DURATION.labels(f, phase).observe(outcome.duration)
+    v = outcome.verdict
+    if outcome.error is not None:
+        metrics.FILTER_ERRORS.labels(f, outcome.error).inc()
+    for sym in v.symbols:
+        metrics.SYMBOLS.labels(f, sym.name).inc()
+    if outcome.observed:
+        if v.decision is not Decision.CONTINUE:
+            metrics.FILTER_OBSERVED.labels(f, v.decision.value).inc()
+            log.info("session=%s filter=%s phase=%s observe=would-%s reply=%r",
+                     ctx.session.session_id, f, phase, v.decision.value, str(v.reply))
+        return
+    metrics.FILTER_VERDICTS.labels(f, phase, v.decision.value).inc()
+    if v.decision is not Decision.CONTINUE:
+        log.info("session=%s filter=%s phase=%s verdict=%s reply=%r",
+                 ctx.session.session_id, f, phase, v.decision.value, str(v.reply))
+
+
+def build_pipeline(cfg: Config) -> Pipeline:
+    available = discover()
+    slots = []
+    for name, table in cfg.enabled_filters.items():
+        ep = available.get(name)
+        if ep is None:
+            known = ", ".join(sorted(available)) or "none"
+            raise PluginError(
+                f"{cfg.source}: [filters.{name}]: no filter named {name!r} is installed "
+                f"(entry point group {ENTRY_POINT_GROUP}; installed: {known})"
+            )
+        slots.append(Slot(_load(name, table, ep, cfg), _settings(table)))
+    return Pipeline(slots, listener=record_outcome)
+
+
+def describe(pipeline: Pipeline) -> str:
+    """The resolved filter order per phase, for ``spamgate check-config``."""
+    lines = []
+    for phase in Phase:
+        slots = pipeline.filters_for(phase)
+        names = [
+            f"{s.name}(order={s.settings.order}{', observe' if s.settings.mode == 'observe' else ''})"
+            for s in slots
+        ]
+        lines.append(f"  {phase.value:8} {' -> '.join(names) if names else '(none)'}")
+    return "\n".join(lines)

@@ -1,0 +1,278 @@
+"""Live relay to the backend MTA: one backend transaction per client transaction.
+
+The backend session opens at the client's first MAIL FROM; MAIL and every RCPT are
+relayed and the backend's reply goes back as-is; at end of DATA the message goes to
+the backend and the client gets the backend's own final reply. Connections are kept
+in a small pool (RSET between transactions) and re-identified with XCLIENT for each
+new client, so Postfix applies its policies to the real client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiosmtplib
+
+from filters.api import Reply
+from proxy import metrics
+from proxy.config import Backend as BackendConfig
+from proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
+
+__all__ = ["BackendError", "BackendReply", "ClientFacts", "SmtpBackend", "Transaction", "xtext"]
+
+log = logging.getLogger("spamgate.relay")
+
+
+@dataclass(frozen=True)
+class ClientFacts:
+    """Who the real client is, for XCLIENT/XFORWARD."""
+
+    addr: str
+    port: int = 0
+    name: str | None = None
+    helo: str | None = None
+    proto: str = "ESMTP"
+    login: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendReply:
+    code: int
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+
+class BackendError(Exception):
+    """The backend could not be reached or broke mid-way; ``reply`` is what the client gets."""
+
+    def __init__(self, reply: Reply, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.reply = reply
+        self.kind = kind
+
+
+class Transaction(Protocol):
+    async def mail(self, sender: str, options: list[str]) -> BackendReply: ...
+    async def rcpt(self, rcpt: str, options: list[str]) -> BackendReply: ...
+    async def data(self, message: bytes) -> BackendReply: ...
+    async def finish(self, reset: bool) -> None: ...
+
+
+class BackendProtocol(Protocol):
+    async def begin(self, client: ClientFacts) -> Transaction: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+_XTEXT_SAFE = {c for c in range(33, 127) if c not in (ord("+"), ord("="))}
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext, as XCLIENT/XFORWARD attribute values need."""
+    return "".join(chr(b) if b in _XTEXT_SAFE else f"+{b:02X}" for b in value.encode("utf-8"))
+
+
+def _xclient_addr(addr: str) -> str:
+    return f"IPv6:{addr}" if ":" in addr else addr
+
+
+def _translate(exc: BaseException) -> BackendError:
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError):
+        metrics.BACKEND_ERRORS.labels("timeout").inc()
+        return BackendError(BACKEND_TIMEOUT, "timeout", str(exc))
+    kind = "connect" if isinstance(exc, aiosmtplib.SMTPConnectError | OSError) else "protocol"
+    metrics.BACKEND_ERRORS.labels(kind).inc()
+    return BackendError(BACKEND_UNAVAILABLE, kind, str(exc))
+
+
+class _Timed:
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.start = 0.0
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        metrics.BACKEND_DURATION.labels(self.stage).observe(time.perf_counter() - self.start)
+
+
+class SmtpTransaction:
+    def __init__(self, backend: SmtpBackend, conn: aiosmtplib.SMTP, client: ClientFacts, xforward: bool) -> None:
+        self._backend = backend
+        self._conn = conn
+        self._client = client
+        self._xforward = xforward
+        self._done = False
+
+    async def _cmd(self, stage: str, *args: bytes) -> BackendReply:
+        try:
+            with _Timed(stage):
+                resp = await self._conn.execute_command(*args)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop()
+            raise _translate(exc) from exc
+        metrics.BACKEND_REPLIES.labels(stage, metrics.reply_class(resp.code)).inc()
+        return BackendReply(resp.code, resp.message)
+
+    async def mail(self, sender: str, options: list[str]) -> BackendReply:
+        if self._xforward:
+            c = self._client
+            attrs = [
+                f"NAME={xtext(c.name or '[UNAVAILABLE]')}",
+                f"ADDR={xtext(_xclient_addr(c.addr))}",
+                f"PROTO={c.proto}",
+                f"HELO={xtext(c.helo or '[UNAVAILABLE]')}",
+            ]
+            await self._cmd("xforward", b"XFORWARD", " ".join(attrs).encode())
+        arg = f"FROM:<{sender}>".encode()
+        return await self._cmd("mail", b"MAIL", arg, *(o.encode() for o in options))
+
+    async def rcpt(self, rcpt: str, options: list[str]) -> BackendReply:
+        return await self._cmd("rcpt", b"RCPT", f"TO:<{rcpt}>".encode(), *(o.encode() for o in options))
+
+    async def data(self, message: bytes) -> BackendReply:
+        try:
+            with _Timed("data"):
+                resp = await self._conn.data(message)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 400 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+                metrics.BACKEND_REPLIES.labels("data", metrics.reply_class(exc.code)).inc()
+                return BackendReply(exc.code, exc.message)
+            await self._drop()
+            raise _translate(exc) from exc
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop()
+            raise _translate(exc) from exc
+        metrics.BACKEND_REPLIES.labels("data", metrics.reply_class(resp.code)).inc()
+        return BackendReply(resp.code, resp.message)
+
+    async def _drop(self) -> None:
+        self._done = True
+        self._conn.close()
+
+    async def finish(self, reset: bool) -> None:
+        """Return the connection to the pool (after RSET when the transaction is open)."""
+        if self._done:
+            return
+        self._done = True
+        if reset:
+            try:
+                resp = await self._conn.execute_command(b"RSET")
+                if resp.code != 250:
+                    self._conn.close()
+                    return
+            except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                self._conn.close()
+                return
+        self._backend.release(self._conn)
+
+
+class SmtpBackend:
+    """An SMTP backend with a bounded pool of idle, health-checked connections."""
+
+    def __init__(self, cfg: BackendConfig, helo_name: str) -> None:
+        self.cfg = cfg
+        self.helo_name = cfg.helo_name or helo_name
+        self._idle: collections.deque[tuple[float, aiosmtplib.SMTP]] = collections.deque()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        conn = aiosmtplib.SMTP(
+            hostname=self.cfg.host,
+            port=self.cfg.port,
+            timeout=self.cfg.timeout,
+            local_hostname=self.helo_name,
+            start_tls=False,
+            use_tls=False,
+        )
+        try:
+            with _Timed("connect"):
+                await conn.connect(timeout=self.cfg.connect_timeout)
+                await conn.ehlo()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            conn.close()
+            raise _translate(exc) from exc
+        return conn
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self._idle:
+            since, conn = self._idle.pop()
+            if conn.is_connected and now - since < self.cfg.pool_idle_seconds:
+                metrics.BACKEND_POOL.set(len(self._idle))
+                return conn
+            conn.close()
+        metrics.BACKEND_POOL.set(0)
+        return None
+
+    def release(self, conn: aiosmtplib.SMTP) -> None:
+        if len(self._idle) >= self.cfg.pool_size or not conn.is_connected:
+            conn.close()
+            return
+        self._idle.append((time.monotonic(), conn))
+        metrics.BACKEND_POOL.set(len(self._idle))
+
+    async def _identify(self, conn: aiosmtplib.SMTP, client: ClientFacts) -> bool:
+        """Send XCLIENT when offered; returns True when XFORWARD must be used instead."""
+        if self.cfg.xclient == "off":
+            return False
+        if conn.supports_extension("xclient"):
+            attrs = [
+                f"ADDR={xtext(_xclient_addr(client.addr))}",
+                f"NAME={xtext(client.name or '[UNAVAILABLE]')}",
+                f"HELO={xtext(client.helo or '[UNAVAILABLE]')}",
+                f"PROTO={client.proto}",
+            ]
+            if client.port:
+                attrs.append(f"PORT={client.port}")
+            if client.login:
+                attrs.append(f"LOGIN={xtext(client.login)}")
+            resp = await conn.execute_command(b"XCLIENT", " ".join(attrs).encode())
+            if resp.code != 220:
+                raise aiosmtplib.SMTPResponseException(resp.code, f"XCLIENT refused: {resp.message}")
+            await conn.ehlo()
+            return False
+        return conn.supports_extension("xforward")
+
+    async def begin(self, client: ClientFacts) -> Transaction:
+        conn = self._take_idle()
+        for attempt in (0, 1):
+            if conn is None:
+                conn = await self._connect()
+            try:
+                xforward = await self._identify(conn, client)
+                return SmtpTransaction(self, conn, client, xforward)
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+                conn.close()
+                conn = None
+                # A pooled connection may have been closed by the backend's idle timeout.
+                if attempt == 1:
+                    raise _translate(exc) from exc
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.cfg.host, self.cfg.port), self.cfg.connect_timeout
+            )
+        except (TimeoutError, OSError):
+            return False
+        writer.close()
+        return True
+
+    async def close(self) -> None:
+        while self._idle:
+            _, conn = self._idle.pop()
+            try:
+                await asyncio.wait_for(conn.quit(), 2)
+            except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                conn.close()
+        metrics.BACKEND_POOL.set(0)

@@ -1,0 +1,67 @@
+"""Everything a session needs from one config generation, swapped atomically on reload."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from filters.runner import Pipeline
+from filters.scoring import Thresholds
+from proxy.config import Config, Listener
+from proxy.quarantine import Quarantine
+from proxy.relay import BackendProtocol
+
+__all__ = ["Authenticator", "Penalties", "Runtime", "SessionCounter"]
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, username: str, password: str, *, client_ip: str) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class Penalties(Protocol):
+    def is_blocked(self, ip: str) -> bool: ...
+    def record_failure(self, ip: str) -> bool: ...
+    def record_success(self, ip: str) -> None: ...
+
+
+@dataclass
+class SessionCounter:
+    """Open sessions in total and per client IP (shared by every generation)."""
+
+    total: int = 0
+    per_ip: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def add(self, ip: str) -> None:
+        self.total += 1
+        self.per_ip[ip] += 1
+
+    def remove(self, ip: str) -> None:
+        self.total -= 1
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    pipeline: Pipeline
+    backend: BackendProtocol
+    counter: SessionCounter
+    quarantine: Quarantine | None = None
+    authenticator: Authenticator | None = None
+    penalties: Penalties | None = None
+    shutting_down: bool = False
+
+    @property
+    def thresholds(self) -> Thresholds:
+        a = self.cfg.actions
+        return Thresholds(reject=a.reject, tempfail=a.tempfail, quarantine=a.quarantine, add_header=a.add_header)
+
+    def listener(self, label: str) -> Listener:
+        for lst in self.cfg.listen:
+            if lst.label == label:
+                return lst
+        raise KeyError(label)

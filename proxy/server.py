@@ -1,0 +1,200 @@
+"""Listeners, the metrics endpoint, reload on SIGHUP and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import weakref
+from pathlib import Path
+
+from proxy import metrics
+from proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
+from proxy.config import Config, ConfigError, Listener, load_config
+from proxy.http import HealthServer
+from proxy.maildir import MaildirBackend
+from proxy.pipeline import PluginError, build_pipeline
+from proxy.quarantine import Quarantine
+from proxy.relay import BackendProtocol, SmtpBackend
+from proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
+from proxy.smtp import GateSMTP
+
+__all__ = ["Server", "make_backend", "tls_context"]
+
+log = logging.getLogger("spamgate.server")
+
+
+def tls_context(lst: Listener) -> ssl.SSLContext | None:
+    if lst.tls_cert is None or lst.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(lst.tls_cert, lst.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"listen {lst.label}: tls_cert/tls_key: cannot load: {exc}") from None
+    return ctx
+
+
+def make_backend(cfg: Config) -> BackendProtocol:
+    if cfg.backend.maildir is not None:
+        return MaildirBackend(cfg.backend.maildir)
+    return SmtpBackend(cfg.backend, cfg.server.hostname)
+
+
+def _auth(cfg: Config) -> tuple[Authenticator | None, Penalties | None]:
+    try:
+        authenticator = make_authenticator(cfg.auth)
+    except PasswordFileError as exc:
+        raise ConfigError(f"{cfg.source}: auth.password_file: {exc}") from None
+    return authenticator, make_penalty_box(cfg.auth)
+
+
+def build_runtime(cfg: Config, counter: SessionCounter, backend: BackendProtocol | None = None) -> Runtime:
+    """Everything a config generation needs; raises ConfigError/PluginError before anything starts."""
+    for lst in cfg.listen:
+        tls_context(lst)
+    pipeline = build_pipeline(cfg)
+    authenticator, penalties = _auth(cfg)
+    qdir = cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")
+    return Runtime(
+        cfg=cfg,
+        pipeline=pipeline,
+        backend=backend or make_backend(cfg),
+        counter=counter,
+        quarantine=Quarantine(qdir),
+        authenticator=authenticator,
+        penalties=penalties,
+    )
+
+
+class Server:
+    def __init__(self, cfg: Config, config_path: str | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.counter = SessionCounter()
+        self.runtime = build_runtime(cfg, self.counter)
+        self.servers: list[asyncio.Server] = []
+        self.sessions: weakref.WeakSet[GateSMTP] = weakref.WeakSet()
+        self.health: HealthServer | None = None
+        self.stopped = asyncio.Event()
+        self.ports: dict[str, int] = {}
+
+    def _factory(self, label: str, ctx: ssl.SSLContext | None) -> GateSMTP:
+        proto = GateSMTP(self.runtime, label, ctx)
+        self.sessions.add(proto)
+        return proto
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for lst in self.cfg.listen:
+            ctx = tls_context(lst)
+            srv = await loop.create_server(
+                lambda label=lst.label, c=ctx: self._factory(label, c),
+                host=lst.host,
+                port=lst.port,
+                ssl=ctx if lst.role == "smtps" else None,
+                reuse_port=lst.reuse_port or None,
+                backlog=1024,
+            )
+            self.servers.append(srv)
+            port = srv.sockets[0].getsockname()[1]
+            self.ports[lst.label] = port
+            log.info("listening listener=%s role=%s address=%s:%d tls=%s", lst.label, lst.role, lst.host, port,
+                     "implicit" if lst.role == "smtps" else ("starttls" if ctx else "none"))
+        if self.cfg.metrics.enabled:
+            self.health = HealthServer(self.cfg.metrics.host, self.cfg.metrics.port)
+            self.health.add_check("backend", lambda: self.runtime.backend.ping())
+            await self.health.start()
+            log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
+        if self.runtime.quarantine is not None:
+            try:
+                self.runtime.quarantine.ensure()
+            except OSError as exc:
+                log.warning("quarantine dir unusable: %s (quarantine actions will tempfail)", exc)
+        for sig, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_term),
+                             (signal.SIGHUP, self._on_hup)):
+            loop.add_signal_handler(sig, handler)
+        log.info("spamgate ready filters=%s backend=%s", ",".join(s.name for s in self.runtime.pipeline.slots)
+                 or "none", self.cfg.backend.url or f"{self.cfg.backend.host}:{self.cfg.backend.port}")
+
+    def _on_term(self) -> None:
+        asyncio.get_running_loop().create_task(self.shutdown())
+
+    def _on_hup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """New sessions get the new config; live sessions finish on the one they started with."""
+        if self.config_path is None:
+            log.warning("reload ignored: running on the embedded default config")
+            return False
+        try:
+            cfg = load_config(self.config_path)
+            if [(lst.host, lst.port, lst.role) for lst in cfg.listen] != [
+                (lst.host, lst.port, lst.role) for lst in self.cfg.listen
+            ]:
+                raise ConfigError(f"{self.config_path}: listen: changing listeners needs a restart")
+            same_backend = cfg.backend == self.cfg.backend
+            runtime = build_runtime(cfg, self.counter, self.runtime.backend if same_backend else None)
+        except (ConfigError, PluginError) as exc:
+            metrics.CONFIG_RELOADS.labels("error").inc()
+            log.error("reload failed, keeping the running config: %s", exc)
+            return False
+        old, self.runtime, self.cfg = self.runtime, runtime, cfg
+        metrics.CONFIG_RELOADS.labels("ok").inc()
+        log.info("reloaded config=%s filters=%s", self.config_path,
+                 ",".join(s.name for s in runtime.pipeline.slots) or "none")
+        asyncio.get_running_loop().create_task(self._retire(old, close_backend=not same_backend))
+        return True
+
+    async def _retire(self, old: Runtime, close_backend: bool) -> None:
+        while any(s.runtime is old and s.transport is not None for s in list(self.sessions)):
+            await asyncio.sleep(1)
+        await old.pipeline.close()
+        if close_backend:
+            await old.backend.close()
+
+    async def shutdown(self) -> None:
+        if self.runtime.shutting_down:
+            return
+        self.runtime.shutting_down = True
+        grace = self.cfg.server.shutdown_grace
+        log.info("shutting down: no new connections, %d session(s) open, grace %.0fs", self.counter.total, grace)
+        for srv in self.servers:
+            srv.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline:
+            live = [s for s in list(self.sessions) if s.transport is not None]
+            for s in live:
+                if getattr(s, "state", None) is None or s.state.txn is None:
+                    await self._goodbye(s)
+            if not any(s.transport is not None for s in list(self.sessions)):
+                break
+            await asyncio.sleep(0.1)
+        for s in list(self.sessions):
+            if s.transport is not None:
+                await self._goodbye(s)
+        await self.runtime.pipeline.close()
+        await self.runtime.backend.close()
+        if self.runtime.authenticator is not None:
+            await self.runtime.authenticator.close()
+        if self.health is not None:
+            await self.health.stop()
+        log.info("stopped")
+        self.stopped.set()
+
+    @staticmethod
+    async def _goodbye(s: GateSMTP) -> None:
+        try:
+            s._writer.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+        except (RuntimeError, AttributeError, OSError):
+            pass
+        if s.transport is not None:
+            s.transport.close()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        await self.stopped.wait()

@@ -1,0 +1,355 @@
+"""The SMTP server protocol: aiosmtpd's parser with its sharp edges filed off.
+
+aiosmtpd does the parsing, STARTTLS, DATA reading (which ends only on CRLF.CRLF) and
+timeouts. On top we add: enhanced status codes on its own replies; ``451 4.3.0``
+instead of ``500 Error: <exception text>``; async AUTH against our authenticators
+(its own authenticator hook is synchronous); connection limits; per-session state
+that survives STARTTLS; and replies counted per phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import logging
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from filters.api import AuthAttempt, Context, Phase, Reply
+from proxy import metrics, replies
+from proxy.relay import BackendReply
+from proxy.replies import enhance, format_multiline
+from proxy.runtime import Runtime
+from proxy.session import SessionState
+
+__all__ = ["GateSMTP"]
+
+log = logging.getLogger("spamgate.smtp")
+_PROTOCOL_ERRORS = {"500", "501", "503"}
+
+
+def _as_status(reply: Reply | BackendReply) -> str:
+    if isinstance(reply, Reply):
+        return str(reply)
+    return "\r\n".join(format_multiline(reply.code, reply.message))
+
+
+class _Hooks:
+    """aiosmtpd's handler API, forwarding to the protocol (which owns the session state)."""
+
+    def __init__(self) -> None:
+        self.smtp: GateSMTP | None = None
+
+    def _gate(self) -> GateSMTP:
+        assert self.smtp is not None
+        return self.smtp
+
+    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
+        return await self._gate().on_helo(session, hostname, None)
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> Any:
+        return await self._gate().on_helo(session, hostname, responses)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        return await self._gate().on_mail(envelope, address, options)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        return await self._gate().on_rcpt(envelope, address, options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return await self._gate().on_data(envelope)
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        await self._gate().state.abort_transaction()
+        return "250 2.0.0 Ok"
+
+    async def handle_exception(self, error: Exception) -> str:
+        status: str = self._gate().on_exception(error)
+        return status
+
+
+class GateSMTP(SMTP):
+    def __init__(self, runtime: Runtime, listener: str, tls_context: ssl.SSLContext | None) -> None:
+        cfg = runtime.cfg
+        lst = runtime.listener(listener)
+        limits = cfg.limits
+        # Instance attributes shadow aiosmtpd's class-wide ones (its limits dict is shared by all sessions).
+        self.line_length_limit = limits.max_line_length + 2
+        self.command_size_limit = limits.max_command_line
+        hooks = _Hooks()
+        super().__init__(
+            hooks,
+            data_size_limit=limits.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=cfg.server.hostname,
+            ident=cfg.server.banner,
+            tls_context=tls_context if lst.role != "smtps" else None,
+            require_starttls=False,
+            timeout=limits.command_timeout,
+            auth_require_tls=not (lst.allow_plaintext_auth or lst.role == "smtps"),
+        )
+        hooks.smtp = self
+        self.command_size_limits = collections.defaultdict(lambda: limits.max_command_line)
+        self.runtime = runtime
+        self.listener_label = listener
+        self.role = lst.role
+        self.state: SessionState
+        self._refused: Reply | None = None
+        self._counted = False
+        self._verbatim: str | None = None
+        self._phase = "connect"
+        self._errors = 0
+        self._connect_task: asyncio.Task[None] | None = None
+        self._smtp_methods = {k: self._tracked(k, m) for k, m in self._smtp_methods.items()}
+
+    def _tracked(self, name: str, method: Callable[[str | None], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        phase = name.lower()
+
+        async def run(arg: str | None) -> None:
+            self._phase = phase
+            if phase == "data":
+                self._reset_timeout(self.runtime.cfg.limits.data_timeout)
+            await method(arg)
+
+        return run
+
+    # -- connection -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starttls = self._original_transport is not None
+        super().connection_made(transport)
+        sslobj = transport.get_extra_info("ssl_object")
+        if starttls:
+            self.state.helo = None
+            self._note_tls(sslobj)
+            self.loop.create_task(self.state.abort_transaction())
+            return
+        peer = transport.get_extra_info("peername") or ("unknown", 0)
+        rt = self.runtime
+        self.state = SessionState(
+            id=secrets.token_hex(5), runtime=rt, listener=self.listener_label, role=self.role,
+            peer_ip=str(peer[0]), peer_port=int(peer[1]),
+        )
+        limits = rt.cfg.limits
+        if rt.shutting_down:
+            self._refused = replies.SHUTTING_DOWN
+        elif rt.counter.total >= limits.max_sessions:
+            self._refused = replies.TOO_MANY_SESSIONS
+            metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions").inc()
+        elif rt.counter.per_ip[self.state.peer_ip] >= limits.max_sessions_per_ip:
+            self._refused = replies.TOO_MANY_FROM_IP
+            metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions_per_ip").inc()
+        if self._refused is not None:
+            log.warning("session=%s client=%s refused=%r", self.state.id, self.state.peer_ip, str(self._refused))
+            return
+        self._counted = True
+        rt.counter.add(self.state.peer_ip)
+        metrics.SESSIONS.labels(self.listener_label).inc()
+        metrics.SESSIONS_ACTIVE.labels(self.listener_label).inc()
+        if sslobj is not None:
+            self._note_tls(sslobj)
+        log.info("session=%s connect client=[%s]:%d listener=%s", self.state.id, self.state.peer_ip,
+                 self.state.peer_port, self.listener_label)
+        self._connect_task = self.loop.create_task(self.state.on_connect())
+
+    def _note_tls(self, sslobj: Any) -> None:
+        if sslobj is None:
+            return
+        version, cipher = sslobj.version(), (sslobj.cipher() or ("?",))[0]
+        self.state.tls_version, self.state.tls_cipher = version, cipher
+        self.state.tls = f"using {version} with cipher {cipher}"
+        metrics.TLS_SESSIONS.labels(self.listener_label, str(version)).inc()
+
+    async def _handle_client(self) -> None:
+        if self._refused is not None:
+            await self.push(str(self._refused))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        if not self._counted:
+            return
+        self._counted = False
+        self.runtime.counter.remove(self.state.peer_ip)
+        metrics.SESSIONS_ACTIVE.labels(self.listener_label).dec()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        if self.state.txn is not None:
+            self.loop.create_task(self.state.abort_transaction())
+        log.info("session=%s disconnect transactions=%d", self.state.id, self.state.transactions)
+
+    async def _connected(self) -> None:
+        """Wait for the connect-phase filters (they started when the client connected)."""
+        if self._connect_task is not None:
+            await asyncio.shield(self._connect_task)
+
+    # -- replies ----------------------------------------------------------------
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            if status is not self._verbatim:
+                status = enhance(status)
+            code = status[:3]
+            if code.isdigit():
+                metrics.REPLIES.labels(self._phase, f"{code[0]}xx").inc()
+            if code in _PROTOCOL_ERRORS:
+                self._errors += 1
+        await super().push(status)
+        if self._errors >= self.runtime.cfg.limits.max_errors and self.transport is not None:
+            self._errors = -(10**9)
+            metrics.LIMITS.labels("max_errors").inc()
+            await super().push(str(replies.TOO_MANY_ERRORS))
+            self.transport.close()
+
+    def _status(self, reply: Reply | BackendReply) -> str:
+        status = _as_status(reply)
+        if isinstance(reply, BackendReply):
+            self._verbatim = status
+        return status
+
+    def on_exception(self, error: Exception) -> str:
+        metrics.INTERNAL_ERRORS.inc()
+        log.error("session=%s internal error in %s", getattr(self, "state", None) and self.state.id,
+                  self._phase, exc_info=error)
+        if getattr(self, "state", None) is not None:
+            self.loop.create_task(self.state.abort_transaction())
+        return str(replies.INTERNAL_ERROR)
+
+    # -- commands -----------------------------------------------------------------
+
+    async def on_helo(self, session: Any, hostname: str, responses: list[str] | None) -> Any:
+        await self._connected()
+        if has_bad_chars(hostname):
+            return "501 5.5.4 Invalid HELO hostname"
+        reply = await self.state.on_helo(hostname, esmtp=responses is not None)
+        if reply is not None:
+            return [str(reply)] if responses is not None else str(reply)
+        session.host_name = hostname
+        if responses is None:
+            return f"250 {self.hostname}"
+        return self._ehlo_lines(responses)
+
+    def _ehlo_lines(self, responses: list[str]) -> list[str]:
+        keywords = [r[4:] for r in responses[1:] if r[4:] != "HELP"]
+        if self.runtime.authenticator is None:
+            keywords = [k for k in keywords if not k.startswith("AUTH")]
+        keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
+        return [f"250-{self.hostname}", *(f"250-{k}" for k in keywords[:-1]), f"250 {keywords[-1]}"]
+
+    async def on_mail(self, envelope: Any, address: str, options: list[str]) -> str:
+        reply = await self.state.on_mail(address, options)
+        if (isinstance(reply, BackendReply) and reply.ok) or (isinstance(reply, Reply) and reply.code < 300):
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+        return self._status(reply)
+
+    async def on_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
+        reply = await self.state.on_rcpt(address, options)
+        if isinstance(reply, BackendReply) and reply.ok:
+            envelope.rcpt_tos.append(address)
+        return self._status(reply)
+
+    async def on_data(self, envelope: Any) -> str:
+        cfg = self.runtime.cfg
+        # Filters and the backend get their own bounds; this one only keeps a dead client from lingering.
+        self._reset_timeout(cfg.backend.timeout * 2 + max((t.timeout for t in cfg.filters.values()), default=0) + 30)
+        content: bytes = envelope.original_content or b""
+        reply = await self.state.on_data(content)
+        return self._status(reply)
+
+    # -- AUTH (async, unlike aiosmtpd's authenticator hook) ------------------------
+
+    async def _login(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
+        st, rt = self.state, self.runtime
+        try:
+            user = login.decode("utf-8")
+            secret = password.decode("utf-8")
+        except UnicodeDecodeError:
+            await self.push("501 5.5.4 Invalid UTF-8 in credentials")
+            return AuthResult(success=False, handled=True)
+        if rt.authenticator is None:
+            return AuthResult(success=False)
+        try:
+            ok = await rt.authenticator.authenticate(user, secret, client_ip=st.peer_ip)
+        except Exception:
+            log.exception("session=%s auth backend error", st.id)
+            await self.push("454 4.7.0 Temporary authentication failure")
+            metrics.AUTH_ATTEMPTS.labels(mechanism, "error").inc()
+            return AuthResult(success=False, handled=True)
+        attempt = AuthAttempt(mechanism, user, ok)
+        ctx = st.context(Phase.AUTH)
+        ctx = Context(Phase.AUTH, ctx.session, ctx.envelope, None, attempt, {})
+        result = await rt.pipeline.run(Phase.AUTH, ctx, st.board)
+        if ok and result.reply is not None:
+            await self.push(str(result.reply))
+            metrics.AUTH_ATTEMPTS.labels(mechanism, "refused").inc()
+            return AuthResult(success=False, handled=True)
+        metrics.AUTH_ATTEMPTS.labels(mechanism, "success" if ok else "failure").inc()
+        log.info("session=%s auth mechanism=%s user=%r result=%s", st.id, mechanism, user,
+                 "success" if ok else "failure")
+        if ok:
+            st.login = user
+            if rt.penalties is not None:
+                rt.penalties.record_success(st.peer_ip)
+            return AuthResult(success=True, auth_data=LoginPassword(login, b""))
+        if rt.penalties is not None and rt.penalties.record_failure(st.peer_ip):
+            metrics.PENALTY_BOX.inc()
+            log.warning("session=%s client=%s penalty-box=entered", st.id, st.peer_ip)
+            await self.push("421 4.7.0 Too many failed login attempts, closing connection")
+            if self.transport is not None:
+                self.transport.close()
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False)
+
+    async def _auth_allowed(self) -> bool:
+        pen = self.runtime.penalties
+        if pen is not None and pen.is_blocked(self.state.peer_ip):
+            await self.push("454 4.7.0 Too many failed login attempts, try again later")
+            return False
+        if self.runtime.authenticator is None:
+            await self.push("504 5.5.4 Authentication not available")
+            return False
+        return True
+
+    async def _b64(self, value: str) -> bytes | None:
+        try:
+            return base64.b64decode(value.encode(), validate=True)
+        except (binascii.Error, ValueError):
+            await self.push("501 5.5.2 Cannot decode base64")
+            return None
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if not await self._auth_allowed():
+            return AuthResult(success=False, handled=True)
+        blob = await self.challenge_auth("") if len(args) == 1 else await self._b64(args[1])
+        if not isinstance(blob, bytes):
+            return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split PLAIN credentials")
+            return AuthResult(success=False, handled=True)
+        return await self._login("PLAIN", parts[1], parts[2])
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if not await self._auth_allowed():
+            return AuthResult(success=False, handled=True)
+        login = await self.challenge_auth("Username:") if len(args) == 1 else await self._b64(args[1])
+        if not isinstance(login, bytes):
+            return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth("Password:")
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._login("LOGIN", login, password)
+
+
+def has_bad_chars(value: str) -> bool:
+    return any(ord(c) < 33 or ord(c) == 127 for c in value)

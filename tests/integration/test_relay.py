@@ -1,0 +1,29 @@
+"""Core relay contract through real spamgate in front of real Postfix."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.integration.conftest import SpamgateFactory
+from tests.integration.services.postfix import Postfix
+from tests.integration.smtp_client import send
+
+
+def _msg(mid: str, body: str = "Hello there.\r\n") -> bytes:
+    return (
+        f"From: Sender <sender@example.org>\r\nTo: alice@example.edu\r\nSubject: test {mid}\r\n"
+        f"Message-ID: <{mid}@example.org>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\n\r\n{body}"
+    ).encode()
+
+
+def test_message_relayed_with_backend_reply(postfix: Postfix, spamgate: SpamgateFactory) -> None:
+    sg = spamgate()
+    mid = uuid.uuid4().hex
+    res = send(sg.port, "sender@example.org", ["alice@example.edu"], _msg(mid))
+    assert res.mail[0] == 250
+    assert res.rcpt == [(250, "2.1.5 Ok")]
+    assert res.data is not None and res.data[0] == 250
+    assert "queued as" in res.data[1], res.data
+    got = postfix.wait_for(lambda m: mid.encode() in m)
+    assert b"by spamgate.test (spamgate) with ESMTP" in got
+    assert b"X-Spam-Status: No, score=0.0" in got
