@@ -192,7 +192,9 @@ class Pipeline:
             )
         except Exception:
             error = "exception"
-            log.exception("session=%s filter=%s phase=%s error=exception", ctx.session.session_id, slot.name, phase.value)
+            log.exception(
+                "session=%s filter=%s phase=%s error=exception", ctx.session.session_id, slot.name, phase.value
+            )
         if error is not None:
             verdict = self._error_verdict(slot, error)
         outcome = Outcome(slot.name, phase, verdict, time.perf_counter() - start, error, observed)

@@ -51,7 +51,7 @@ class _Hooks:
         return self.smtp
 
     async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
-        return await self._gate().on_helo(session, hostname, None)
+        return str(await self._gate().on_helo(session, hostname, None))
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> Any:
         return await self._gate().on_helo(session, hostname, responses)
