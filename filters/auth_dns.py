@@ -1,0 +1,72 @@
+"""The DNS view of sender authentication: TXT, A, AAAA through the shared resolver, MX and PTR beside it.
+
+A, AAAA and TXT go through ``filters.dns.shared_resolver`` so SPF, DKIM and DMARC share
+the RBL filter's cache and metrics. That resolver does not know MX and PTR (SPF's
+``mx`` and ``ptr`` mechanisms need them), so those go through a dnspython resolver
+built from the same ``[dns]`` settings, with dnspython's own TTL cache.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.resolver
+
+from filters.api import DnsSettings
+from filters.dns import CachingResolver, shared_resolver
+
+__all__ = ["AuthDns", "DnsTempError", "Record"]
+
+QType = Literal["A", "AAAA", "TXT", "MX", "PTR"]
+Record = str | tuple[int, str]
+
+
+class DnsTempError(Exception):
+    """The answer is unknown (timeout, SERVFAIL, REFUSED): a temperror, never a 'no'."""
+
+
+class AuthDns:
+    def __init__(self, settings: DnsSettings, shared: CachingResolver | None = None) -> None:
+        self.settings = settings
+        self.shared = shared if shared is not None else shared_resolver(settings)
+        r = dns.asyncresolver.Resolver(configure=False)
+        r.nameservers = list(settings.nameservers)
+        r.port = settings.port
+        r.timeout = settings.timeout
+        r.lifetime = settings.timeout * settings.attempts
+        r.cache = dns.resolver.LRUCache(max(1, settings.cache_size))
+        self._other = r
+
+    @property
+    def lifetime(self) -> float:
+        return self.settings.timeout * self.settings.attempts
+
+    async def query(self, name: str, qtype: QType) -> list[Record]:
+        """Records of ``qtype`` at ``name``: [] when there are none, DnsTempError when unknown.
+
+        MX records come as (preference, exchange); PTR as names without the final dot.
+        """
+        if qtype in ("A", "AAAA", "TXT"):
+            answer = await self.shared.query(name, qtype)
+            if answer.status in ("nxdomain", "nodata"):
+                return []
+            if answer.status != "ok":
+                raise DnsTempError(f"{qtype} {name}: {answer.status} {answer.detail}".strip())
+            return list(answer.records)
+        try:
+            ans = await self._other.resolve(dns.name.from_text(name), qtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return []
+        except (dns.exception.DNSException, OSError) as exc:
+            raise DnsTempError(f"{qtype} {name}: {type(exc).__name__}") from None
+        if ans.rrset is None:
+            return []
+        if qtype == "MX":
+            return [(int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in ans.rrset]
+        return [r.target.to_text(omit_final_dot=True) for r in ans.rrset]
+
+    async def txt(self, name: str) -> list[str]:
+        return [str(r) for r in await self.query(name, "TXT")]
