@@ -8,7 +8,8 @@ in hours per employee. Its case study (680 employees, 230 workdays, 15 per hour,
 25 spam per employee per day, 3 s each) costs 48,875.00 a year.
 
 With ``--from-metrics URL`` the spam per employee per day is not a guess but the rate
-at which spamgate rejected or quarantined mail, measured by Prometheus.
+at which spamgate rejected or quarantined mail (at end of DATA, or refused it earlier),
+measured by Prometheus, per calendar day, divided by the number of employees.
 """
 
 from __future__ import annotations
@@ -24,10 +25,27 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["DEFAULT_QUERY", "CostInputs", "CostReport", "compute", "fetch_rate", "register", "run", "to_json"]
+__all__ = [
+    "DEFAULT_QUERY",
+    "SPAM_RATE",
+    "CostInputs",
+    "CostReport",
+    "compute",
+    "fetch_rate",
+    "register",
+    "run",
+    "to_json",
+]
 
 CENT = Decimal("0.01")
-DEFAULT_QUERY = 'sum(rate(spamgate_transactions_total{{action=~"reject|quarantine"}}[{window}]))'
+# Spam kept out of inboxes: messages rejected or quarantined at end of DATA, plus filter
+# rejections before DATA (DNSBL, spoofed local senders...), which never become transactions.
+# The trailing `and` turns "Prometheus has never seen spamgate" into no data, not zero spam.
+SPAM_RATE = (
+    '(sum(rate(spamgate_transactions_total{action=~"reject|quarantine"}[WINDOW])) or vector(0))'
+    ' + (sum(rate(spamgate_filter_verdicts_total{decision="reject",phase!="data"}[WINDOW])) or vector(0))'
+)
+DEFAULT_QUERY = f"({SPAM_RATE}) and on () count(spamgate_build_info)"
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 
@@ -169,8 +187,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--window", type=_window, default="1d", help="averaging window for --from-metrics (default 1d)")
     p.add_argument(
         "--query",
-        help="PromQL giving spam per second, overriding the default "
-        + DEFAULT_QUERY.replace("{{", "{").replace("}}", "}").replace("%", "%%"),
+        help="PromQL giving spam per second, overriding the default: " + DEFAULT_QUERY.replace("WINDOW", "<window>"),
     )
     p.add_argument("--currency", default="€", help="symbol printed before amounts (default €)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -179,7 +196,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.from_metrics is not None:
-        query = args.query or DEFAULT_QUERY.format(window=args.window)
+        query = args.query or DEFAULT_QUERY.replace("WINDOW", args.window)
         try:
             rate = fetch_rate(args.from_metrics, query)
         except MetricsError as exc:

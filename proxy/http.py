@@ -34,9 +34,7 @@ _REQUEST_TIMEOUT = 10.0
 class HealthServer:
     """Serve /metrics, /healthz and /readyz on ``host:port`` (port 0 picks a free port)."""
 
-    def __init__(
-        self, host: str, port: int, *, check_timeout: float = 2.0, cache_seconds: float = 1.0
-    ) -> None:
+    def __init__(self, host: str, port: int, *, check_timeout: float = 2.0, cache_seconds: float = 1.0) -> None:
         self._host = host
         self._port = port
         self._check_timeout = check_timeout

@@ -1,7 +1,7 @@
 """``spamgate cost --from-metrics`` against a real Prometheus holding known series.
 
 The series are backfilled with promtool (exact timestamps, extending past "now") so the
-measured rate is known: 0.1 rejects/s + 0.05 quarantined/s = 12,960 spam a day.
+measured rate is known: 0.1 rejected at DATA/s + 0.05 refused at RCPT/s = 12,960 spam a day.
 """
 
 from __future__ import annotations
@@ -21,14 +21,25 @@ pytestmark = pytest.mark.integration
 
 
 def series(now: int) -> str:
-    lines = ["# HELP spamgate_transactions Finished transactions", "# TYPE spamgate_transactions counter"]
     start, end = now - 3 * 3600, now + 3600
-    for action, step, per_step in (("reject", 10, 1), ("quarantine", 20, 1), ("accept", 10, 7)):
-        lines += [
-            f'spamgate_transactions_total{{action="{action}"}} {i * per_step} {start + i * step}'
-            for i in range((end - start) // step)
-        ]
-    return "\n".join([*lines, "# EOF", ""])
+
+    def counter(name: str, labels: str, step: int, per_step: int) -> list[str]:
+        return [f"{name}_total{{{labels}}} {i * per_step} {start + i * step}" for i in range((end - start) // step)]
+
+    return "\n".join([
+        "# TYPE spamgate_transactions counter",
+        *counter("spamgate_transactions", 'action="reject"', 10, 1),
+        *counter("spamgate_transactions", 'action="accept"', 10, 7),
+        "# TYPE spamgate_filter_verdicts counter",
+        # refused before DATA: counted; a DATA-phase reject is already a "reject" transaction
+        *counter("spamgate_filter_verdicts", 'filter="rbl",phase="rcpt",decision="reject"', 20, 1),
+        *counter("spamgate_filter_verdicts", 'filter="spamassassin",phase="data",decision="reject"', 10, 1),
+        *counter("spamgate_filter_verdicts", 'filter="rbl",phase="rcpt",decision="continue"', 10, 3),
+        "# TYPE spamgate_build_info gauge",
+        *[f'spamgate_build_info{{version="0.1.0"}} 1 {t}' for t in range(start, end, 10)],
+        "# EOF",
+        "",
+    ])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +102,7 @@ def test_several_series_is_an_error(prometheus: Prometheus, capsys: pytest.Captu
     query = "rate(spamgate_transactions_total[1h])"
     rc, _, err = cost([*BASE, "--from-metrics", prometheus.url, "--query", query], capsys)
     assert rc == 1
-    assert "returned 3 series" in err
+    assert "returned 2 series" in err
 
 
 def test_bad_promql_reports_prometheus_error(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,6 +110,19 @@ def test_bad_promql_reports_prometheus_error(prometheus: Prometheus, capsys: pyt
     assert rc == 1
     assert "HTTP 400" in err
     assert "parse error" in err
+
+
+def test_prometheus_without_spamgate_data_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = Prometheus(tmp_path)
+    empty.start()
+    try:
+        rc, out, err = cost([*BASE, "--from-metrics", empty.url], capsys)
+    finally:
+        empty.stop()
+    assert (rc, out) == (1, "")
+    assert "no data for" in err
 
 
 def test_scalar_query(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]) -> None:
