@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+_HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 
 
 class BareNewlines:
