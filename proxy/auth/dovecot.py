@@ -9,8 +9,9 @@ The protocol (Dovecot auth client protocol 1.x) is line-based, tab-separated::
 
 One short connection per check keeps failure handling trivial (a broken connection
 never poisons later checks); a semaphore bounds how many run at once. Everything is
-under one timeout; Dovecot's own ``auth_failure_delay`` (2 s by default) delays FAIL
-replies, so the timeout must be comfortably longer.
+under one timeout. Dovecot delays FAIL replies on purpose (``auth_failure_delay``, 2 s,
+and a per-client-IP penalty of up to 15 s after repeated failures, keyed by the
+``rip`` we pass), so the default timeout is longer than that.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ MAX_LINE = 65536
 class DovecotAuth:
     """An Authenticator backed by a Dovecot auth ``unix_listener`` socket."""
 
-    def __init__(self, socket_path: str, *, timeout: float = 10.0, max_concurrent: int = 16) -> None:
+    def __init__(self, socket_path: str, *, timeout: float = 20.0, max_concurrent: int = 16) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
         self._sem = asyncio.Semaphore(max_concurrent)
