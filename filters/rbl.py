@@ -7,9 +7,10 @@ When each check runs and what it returns:
 * helo / mail: the HELO name and the MAIL FROM domain against domain lists;
 * rcpt: only when ``reject_score`` is set: the weights of the client's listings
   (IP, HELO, sender) are summed and, at or above ``reject_score``, the recipient is
-  refused with Postfix's wording. The sum is recomputed from the shared DNS cache
-  rather than carried over from connect, because per-transaction notes don't
-  survive from the connect phase and the cache already holds every answer;
+  refused with Postfix's wording. The outcomes come from a small per-session memo
+  (bounded, oldest sessions evicted), because per-transaction notes don't survive
+  from the connect phase; so RCPT decides on exactly what was scored, and a list
+  that timed out at connect does not make every RCPT wait again;
 * data: the domains of URLs in the body against URI lists (at most ``max_uris``).
 
 Every listing is a symbol whose score is the list's weight (negative for DNSWL),
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +41,10 @@ __all__ = ["LOOKUPS", "Listing", "RblFilter"]
 log = logging.getLogger("spamgate.filters.rbl")
 
 LOOKUPS = Counter("spamgate_dnsbl_lookups_total", "DNS list lookups by list and result", ["list", "result"])
+
+# Sessions whose lookups are remembered for their RCPT decisions; the oldest go first
+# (the engine tells filters nothing when a session ends).
+MEMO_SESSIONS = 4096
 
 # (list, role, item looked up, query name)
 Item = tuple[ListOptions, str, str, str]
@@ -98,6 +104,8 @@ class RblFilter:
             phases.add(Phase.DATA)
         self.phases = frozenset(phases)
         self.symbols = frozenset(s for lst in opts.lists for s in lst.all_symbols)
+        # session id -> (list, query) -> outcome: what connect/HELO/MAIL saw, for RCPT.
+        self._memo: OrderedDict[str, dict[tuple[str, str], Listing]] = OrderedDict()
 
     @staticmethod
     def _resolver_for(lst: ListOptions, env: FilterEnv) -> CachingResolver:
@@ -165,8 +173,18 @@ class RblFilter:
             out.extend((lst, role, domain, f"{domain}.{lst.zone}") for lst in self.domain_lists if role in lst.check)
         return out
 
-    async def _client_listings(self, ctx: Context, roles: Sequence[str], count: bool = True) -> list[Listing]:
-        return await self._lookup_all(self._client_items(ctx, roles), count)
+    async def _client_listings(self, ctx: Context, roles: Sequence[str]) -> list[Listing]:
+        """Look up the client's items, remembering the outcomes for this session's RCPTs."""
+        items = self._client_items(ctx, roles)
+        memo = self._memo.get(ctx.session.session_id, {})
+        todo = [it for it in items if (it[0].label, it[3]) not in memo]
+        for listing in await self._lookup_all(todo):
+            memo[(listing.lst.label, listing.query)] = listing
+        self._memo[ctx.session.session_id] = memo
+        self._memo.move_to_end(ctx.session.session_id)
+        while len(self._memo) > MEMO_SESSIONS:
+            self._memo.popitem(last=False)
+        return [memo[(it[0].label, it[3])] for it in items]
 
     async def _uri_listings(self, ctx: Context) -> list[Listing]:
         if ctx.message is None:
@@ -178,17 +196,16 @@ class RblFilter:
             if rev is None and self._domain_allowed(host):
                 continue
             items.extend((lst, "uri", host, f"{rev or host}.{lst.zone}") for lst in self.uri_lists)
-        return await self._lookup_all(items, count=True)
+        return await self._lookup_all(items)
 
-    async def _lookup_all(self, items: Sequence[Item], count: bool) -> list[Listing]:
+    async def _lookup_all(self, items: Sequence[Item]) -> list[Listing]:
         answers = await asyncio.gather(
             *(self._resolvers[lst.label].query(q, "A", max_wait=lst.timeout) for lst, _, _, q in items)
         )
         found = []
         for (lst, role, item, q), answer in zip(items, answers, strict=True):
             outcome = classify(answer, lst)
-            if count:
-                LOOKUPS.labels(lst.label, outcome.result).inc()
+            LOOKUPS.labels(lst.label, outcome.result).inc()
             found.append(Listing(lst, role, item, q, outcome))
         return found
 
@@ -198,7 +215,7 @@ class RblFilter:
         threshold = self.options.reject_score
         if threshold is None or not self._refusable(ctx) or self._exempt(ctx.envelope.rcpt):
             return Verdict.cont()
-        found = await self._client_listings(ctx, ("ip", "helo", "mail_from", "reverse_name"), count=False)
+        found = await self._client_listings(ctx, ("ip", "helo", "mail_from", "reverse_name"))
         listed = [x for x in found if x.outcome.result == "listed"]
         total = sum(x.lst.weight for x in listed)
         if total < threshold or not listed:

@@ -202,6 +202,20 @@ async def test_below_threshold_errors_and_allowlisted_clients_pass() -> None:
     assert (await flt.check(Phase.RCPT, ctx)).decision is Decision.CONTINUE
 
 
+async def test_rcpt_decides_on_what_connect_saw(monkeypatch: pytest.MonkeyPatch) -> None:
+    flt, res = make(reject_score=1.0, lists=LISTS[:1])
+    for sid in ("s1", "s2"):
+        await flt.check(Phase.CONNECT, make_context(Phase.CONNECT, peer_ip="192.0.2.11", session_id=sid))
+    assert len(res.asked) == 2
+    for rcpt in ("a@example.edu", "b@example.edu"):
+        ctx = make_context(Phase.RCPT, peer_ip="192.0.2.11", session_id="s1", rcpt=rcpt)
+        assert (await flt.check(Phase.RCPT, ctx)).decision is Decision.CONTINUE
+    assert len(res.asked) == 2  # the connect-time timeout is not retried at every RCPT
+    monkeypatch.setattr("filters.rbl.MEMO_SESSIONS", 1)
+    await flt.check(Phase.CONNECT, make_context(Phase.CONNECT, peer_ip="192.0.2.1", session_id="s3"))
+    assert list(flt._memo) == ["s3"]  # bounded: the oldest sessions are forgotten
+
+
 async def test_rcpt_without_txt_record_ends_after_the_zone() -> None:
     table = {("1.2.0.192.zen.test", "A"): A("127.0.0.2")}
     flt, _ = make(table, reject_score=1.0, lists=LISTS[:1])
