@@ -36,8 +36,10 @@ def setup_logging(level: str) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
-def _load(path: str | None) -> Config:
-    return load_config(path) if path else default_config()
+def _load(args: argparse.Namespace) -> Config:
+    if args.config:
+        return load_config(args.config)
+    return default_config(maildir=args.maildir, port=args.port)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -60,7 +62,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        cfg = _load(args.config)
+        cfg = _load(args)
     except ConfigError as exc:
         print(f"spamgate: config error: {exc}", file=sys.stderr)
         return 1
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", metavar="FILE", help="TOML config (default: the embedded demo config: "
                      "127.0.0.1:2525 delivering into ./spamgate-maildir)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--port", type=int, default=2525, help="embedded default only: listen port (default 2525)")
+    run.add_argument("--maildir", default="./spamgate-maildir",
+                     help="embedded default only: where mail is delivered (default ./spamgate-maildir)")
     run.set_defaults(func=cmd_run)
     chk = sub.add_parser("check-config", help="validate a config file, print it resolved with the filter order")
     chk.add_argument("file", metavar="FILE")

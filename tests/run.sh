@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh Debian machine: installs the real components the
+# integration tests start (Postfix, spamd, NSD, Prometheus, Dovecot, swaks), creates a
+# virtualenv with spamgate and its test tools, then runs ruff, mypy --strict and pytest.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k relay`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(postfix spamassassin spamd spamc swaks nsd prometheus dovecot-core openssl ca-certificates
+              python3-venv)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    echo "== apt-get: ${DEB_PACKAGES[*]}"
+    apt-get update -q >/dev/null
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    echo "postfix postfix/mailname string spamgate.test" | debconf-set-selections
+    apt-get install -y -q --no-install-recommends "${DEB_PACKAGES[@]}" >/dev/null
+else
+    echo "== not root or no apt-get: assuming ${DEB_PACKAGES[*]} are installed"
+fi
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+echo "== pip install -e .[test]"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+"$VENV/bin/ruff" check proxy filters tests
+echo "== mypy --strict"
+"$VENV/bin/mypy"
+echo "== pytest"
+exec "$VENV/bin/pytest" "$@"
