@@ -7,7 +7,6 @@ import signal
 import smtplib
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.integration.services.postfix import free_port, wait_port
