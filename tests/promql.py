@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import sys
 
 from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
@@ -64,6 +66,61 @@ def defined_sample_names(prefix: str = "spamgate_") -> set[str]:
         if family.name.startswith(prefix):
             names.update(family.name + s for s in _SUFFIXES[family.type])
     return names
+
+
+def defined_label_names(prefix: str = "spamgate_") -> dict[str, set[str]]:
+    """Label names by sample name, read from the metric objects of every imported module."""
+    out: dict[str, set[str]] = {}
+    kinds = {"Counter": "counter", "Histogram": "histogram", "Gauge": "gauge", "Info": "info", "Summary": "summary",
+             "Enum": "enum"}  # fmt: skip
+    for mod in list(sys.modules.values()):
+        for obj in list(vars(mod).values()) if mod is not None else []:
+            if not isinstance(obj, MetricWrapperBase):
+                continue
+            name: str = obj._name
+            if not name.startswith(prefix):
+                continue
+            kind = kinds.get(type(obj).__name__, "unknown")
+            labels = set(obj._labelnames)
+            for suffix in _SUFFIXES[kind]:
+                out[name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+            if kind == "info":
+                out[name + "_info"] = labels | {"version"}
+    return out
+
+
+_BY = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)", re.IGNORECASE)
+_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\{([^{}]*)\}")
+_MATCHER_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def label_uses(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric, label names) pairs: label matchers of each selector, and each ``by (...)``
+    clause attributed to the first metric after it (how our queries are written)."""
+    text = _STRING.sub('""', expr)
+    uses = [(m.group(1), set(_MATCHER_NAME.findall(m.group(2)))) for m in _SELECTOR.finditer(text)]
+    for m in _BY.finditer(text):
+        rest = metric_names_in_order(text[m.end() :])
+        if rest:
+            uses.append((rest[0], {x.strip() for x in m.group(1).split(",") if x.strip()}))
+    return uses
+
+
+def metric_names_in_order(expr: str) -> list[str]:
+    text = _STRING.sub('""', expr)
+    text = _MATCHERS.sub("", text)
+    text = _RANGES.sub("", text)
+    text = _GROUPING.sub("", text)
+    return [m.group(1) for m in _IDENT.finditer(text) if not m.group(2) and m.group(1).lower() not in _KEYWORDS]
+
+
+def substitute(expr: str, variables: dict[str, str], window: str) -> str:
+    """Replace Grafana's built-in interval variables and dashboard variables by values."""
+    for builtin in ("__rate_interval", "__range", "__interval"):
+        expr = expr.replace("${" + builtin + "}", window).replace("$" + builtin, window)
+    for name in sorted(variables, key=len, reverse=True):
+        expr = expr.replace("${" + name + "}", variables[name]).replace("$" + name, variables[name])
+    return expr
 
 
 def exposition_names(text: str) -> set[str]:

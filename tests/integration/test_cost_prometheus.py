@@ -10,12 +10,14 @@ import argparse
 import json
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from proxy.cost import register
+from proxy.cost import CostInputs, compute, register
 from tests.integration.services.prometheus import Prometheus
+from tests.promql import substitute
 
 pytestmark = pytest.mark.integration
 
@@ -112,9 +114,7 @@ def test_bad_promql_reports_prometheus_error(prometheus: Prometheus, capsys: pyt
     assert "parse error" in err
 
 
-def test_prometheus_without_spamgate_data_is_an_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_prometheus_without_spamgate_data_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = Prometheus(tmp_path)
     empty.start()
     try:
@@ -129,3 +129,28 @@ def test_scalar_query(prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
     rc, out, _ = cost([*BASE, "--from-metrics", prometheus.url, "--query", "scalar(vector(0.05))", "--json"], capsys)
     assert rc == 0
     assert json.loads(out)["cost_per_day"] == 57.60  # 4,320 a day / 480 = 9 each
+
+
+def test_dashboard_cost_panels_agree_with_spamgate_cost(prometheus: Prometheus) -> None:
+    """The Grafana cost row, evaluated by Prometheus, gives the calculator's figures."""
+    dash = json.loads((Path(__file__).resolve().parents[2] / "grafana/dashboards/spamgate.json").read_text())
+    report = compute(CostInputs(Decimal(480), Decimal(230), Decimal(16), Decimal(27), Decimal(3)))
+    expected = {
+        "Spam avoided per employee per day": 27,
+        "Money saved per year": report.cost_per_year,
+        "Money saved per workday": report.cost_per_day,
+        "Money saved per employee per year": report.cost_per_employee_per_year,
+        "Working time saved per year (24-hour days)": report.productivity_days_per_year,
+        "Hours saved per employee per year": report.productivity_hours_per_employee_per_year,
+        "Money saved per year, at the current rate": report.cost_per_year,
+    }
+    variables = {"employees": "480", "hourly_wage": "16", "seconds_per_spam": "3", "workdays": "230", "instance": ".*"}
+    seen = {}
+    for panel in dash["panels"]:
+        if panel["title"] in expected:
+            (target,) = panel["targets"]
+            result = prometheus.query(substitute(target["expr"], variables, "1h"))["result"]
+            seen[panel["title"]] = float(result[0]["value"][1])
+    assert seen.keys() == expected.keys()
+    for title, value in seen.items():
+        assert value == pytest.approx(float(expected[title]), rel=1e-9), title

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.promql import defined_sample_names, import_all_metric_modules, metric_names
+from tests.promql import defined_label_names, defined_sample_names, import_all_metric_modules, label_uses, metric_names
 
 PROM = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -86,6 +86,12 @@ def test_rules_use_only_metrics_spamgate_defines(rule: dict[str, Any]) -> None:
     import_all_metric_modules()
     unknown = metric_names(rule["expr"]) - defined_sample_names() - PROMETHEUS_SERIES
     assert not unknown, f"{rule['alert']} uses metrics no code defines: {sorted(unknown)}"
+    labels = defined_label_names()
+    for metric, used in label_uses(rule["expr"]):
+        if metric in PROMETHEUS_SERIES:
+            continue
+        extra = used - labels[metric] - {"instance", "job"}
+        assert not extra, f"{rule['alert']}: {metric} has no label(s) {sorted(extra)}"
 
 
 def test_metric_name_scanner() -> None:
