@@ -135,7 +135,7 @@ def test_dashboard_cost_panels_agree_with_spamgate_cost(prometheus: Prometheus) 
     """The Grafana cost row, evaluated by Prometheus, gives the calculator's figures."""
     dash = json.loads((Path(__file__).resolve().parents[2] / "grafana/dashboards/spamgate.json").read_text())
     report = compute(CostInputs(Decimal(480), Decimal(230), Decimal(16), Decimal(27), Decimal(3)))
-    expected = {
+    expected: dict[str, Decimal | int] = {
         "Spam avoided per employee per day": 27,
         "Money saved per year": report.cost_per_year,
         "Money saved per workday": report.cost_per_day,
