@@ -1,0 +1,239 @@
+"""The backend relay against a scripted in-process SMTP server: XCLIENT/XFORWARD, pool, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from proxy.config import Backend
+from proxy.relay import BackendError, BackendReply, ClientFacts, SmtpBackend, _xclient_addr, xtext
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("mx.example.org", "mx.example.org"),
+        ("a+b=c", "a+2Bb+3Dc"),
+        ("with space", "with+20space"),
+        ("[UNAVAILABLE]", "[UNAVAILABLE]"),
+        ("tab\there", "tab+09here"),
+        ("crlf\r\nXCLIENT ADDR=6.6.6.6", "crlf+0D+0AXCLIENT+20ADDR+3D6.6.6.6"),
+        ("é", "+C3+A9"),
+        ("del\x7f", "del+7F"),
+        ("", ""),
+    ],
+)
+def test_xtext(value: str, expected: str) -> None:
+    assert xtext(value) == expected
+    assert all(33 <= ord(c) < 127 for c in xtext(value))
+
+
+def test_xclient_addr() -> None:
+    assert _xclient_addr("192.0.2.1") == "192.0.2.1"
+    assert _xclient_addr("2001:db8::1") == "IPv6:2001:db8::1"
+
+
+def test_backend_reply_ok() -> None:
+    assert BackendReply(250, "2.0.0 Ok").ok
+    assert not BackendReply(451, "4.3.0 no").ok
+    assert not BackendReply(550, "5.1.1 no").ok
+    assert not BackendReply(354, "go").ok
+
+
+class FakeMTA:
+    """A scripted SMTP server that records every command line."""
+
+    def __init__(self, *, xclient: bool = True, xforward: bool = False, hang_on: str | None = None) -> None:
+        self.xclient = xclient
+        self.xforward = xforward
+        self.hang_on = hang_on
+        self.lines: list[bytes] = []
+        self.data: list[bytes] = []
+        self.connections = 0
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        await self.server.wait_closed()
+
+    def drop_all(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        writer.write(b"220 fake ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                self.lines.append(line)
+                verb = line.split()[0].upper().decode() if line.strip() else ""
+                if verb == self.hang_on:
+                    await asyncio.sleep(3600)
+                if verb == "EHLO":
+                    ext = [b"PIPELINING", b"8BITMIME"]
+                    if self.xclient:
+                        ext.append(b"XCLIENT ADDR NAME HELO PROTO PORT LOGIN")
+                    if self.xforward:
+                        ext.append(b"XFORWARD NAME ADDR PROTO HELO")
+                    writer.write(b"250-fake\r\n" + b"".join(b"250-" + e + b"\r\n" for e in ext[:-1])
+                                 + b"250 " + ext[-1] + b"\r\n")
+                elif verb == "XCLIENT":
+                    writer.write(b"220 fake ESMTP\r\n")
+                elif verb == "RCPT" and b"nobody" in line:
+                    writer.write(b"550 5.1.1 <nobody@example.edu>: Recipient address rejected: User unknown\r\n")
+                elif verb == "DATA":
+                    writer.write(b"354 go ahead\r\n")
+                    body = b""
+                    while (chunk := await reader.readline()) != b".\r\n":
+                        body += chunk
+                    self.data.append(body)
+                    writer.write(b"250 2.0.0 Ok: queued as ABC123\r\n")
+                elif verb == "QUIT":
+                    writer.write(b"221 2.0.0 Bye\r\n")
+                    break
+                else:
+                    writer.write(b"250 2.0.0 Ok\r\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def verbs(self) -> list[str]:
+        return [ln.split()[0].decode().upper() for ln in self.lines if ln.strip()]
+
+
+@pytest.fixture
+async def mta() -> AsyncIterator[FakeMTA]:
+    m = FakeMTA()
+    await m.start()
+    yield m
+    await m.stop()
+
+
+def _backend(port: int, **kw: object) -> SmtpBackend:
+    cfg = Backend.model_validate({"host": "127.0.0.1", "port": port, "timeout": 2, "connect_timeout": 2, **kw})
+    return SmtpBackend(cfg, "gate.test")
+
+
+CLIENT = ClientFacts(addr="192.0.2.7", port=4711, helo="mx.example.org", proto="ESMTP", login=None)
+
+
+async def test_xclient_identifies_the_real_client(mta: FakeMTA) -> None:
+    be = _backend(mta.port)
+    txn = await be.begin(CLIENT)
+    assert await txn.mail("a@example.org", ["BODY=8BITMIME"]) == BackendReply(250, "2.0.0 Ok")
+    assert (await txn.rcpt("nobody@example.edu", [])).code == 550
+    assert (await txn.rcpt("alice@example.edu", [])).ok
+    reply = await txn.data(b"Subject: x\r\n\r\n.leading dot\r\n")
+    assert reply == BackendReply(250, "2.0.0 Ok: queued as ABC123")
+    await txn.finish(reset=False)
+    xclient = [ln for ln in mta.lines if ln.startswith(b"XCLIENT")]
+    assert xclient == [b"XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE] HELO=mx.example.org PROTO=ESMTP PORT=4711\r\n"]
+    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "RCPT", "DATA"]
+    assert b"MAIL FROM:<a@example.org> BODY=8BITMIME\r\n" in mta.lines
+    assert mta.data == [b"Subject: x\r\n\r\n..leading dot\r\n"]
+    await be.close()
+
+
+async def test_xforward_when_no_xclient() -> None:
+    m = FakeMTA(xclient=False, xforward=True)
+    await m.start()
+    try:
+        be = _backend(m.port)
+        txn = await be.begin(ClientFacts(addr="2001:db8::5", helo="h e l o"))
+        await txn.mail("", [])
+        xf = [ln for ln in m.lines if ln.startswith(b"XFORWARD")]
+        assert xf == [b"XFORWARD NAME=[UNAVAILABLE] ADDR=IPv6:2001:db8::5 PROTO=ESMTP HELO=h+20e+20l+20o\r\n"]
+        await txn.finish(reset=True)
+        await be.close()
+    finally:
+        await m.stop()
+
+
+async def test_pool_reuses_a_connection_with_rset(mta: FakeMTA) -> None:
+    be = _backend(mta.port)
+    t1 = await be.begin(CLIENT)
+    await t1.mail("a@example.org", [])
+    await t1.finish(reset=True)
+    t2 = await be.begin(ClientFacts(addr="192.0.2.8"))
+    await t2.mail("b@example.org", [])
+    await t2.finish(reset=True)
+    assert mta.connections == 1
+    assert mta.verbs().count("RSET") == 2
+    # The reused connection is re-identified for the new client.
+    assert sum(ln.startswith(b"XCLIENT ADDR=192.0.2.8 ") for ln in mta.lines) == 1
+    await be.close()
+    assert mta.verbs()[-1] == "QUIT"
+
+
+async def test_pool_disabled_closes_connections(mta: FakeMTA) -> None:
+    be = _backend(mta.port, pool_size=0)
+    for _ in range(2):
+        t = await be.begin(CLIENT)
+        await t.mail("a@example.org", [])
+        await t.finish(reset=True)
+    assert mta.connections == 2
+
+
+async def test_stale_pooled_connection_is_replaced(mta: FakeMTA) -> None:
+    be = _backend(mta.port)
+    t1 = await be.begin(CLIENT)
+    await t1.finish(reset=False)
+    mta.drop_all()
+    await asyncio.sleep(0.1)
+    t2 = await be.begin(CLIENT)
+    assert (await t2.mail("a@example.org", [])).ok
+    await t2.finish(reset=True)
+    assert mta.connections == 2
+    await be.close()
+
+
+async def test_connection_refused_is_a_4xx() -> None:
+    m = FakeMTA()
+    await m.start()
+    port = m.port
+    await m.stop()
+    be = _backend(port)
+    with pytest.raises(BackendError) as info:
+        await be.begin(CLIENT)
+    assert info.value.kind == "connect"
+    assert info.value.reply.code == 451 and info.value.reply.enhanced.startswith("4.")
+    assert not await be.ping()
+
+
+@pytest.mark.parametrize("verb", ["EHLO", "MAIL"])
+async def test_hanging_backend_times_out_with_a_4xx(verb: str) -> None:
+    m = FakeMTA(hang_on=verb)
+    await m.start()
+    try:
+        be = _backend(m.port, timeout=0.5)
+        with pytest.raises(BackendError) as info:
+            txn = await be.begin(CLIENT)
+            await txn.mail("a@example.org", [])
+        assert info.value.kind == "timeout"
+        assert info.value.reply.code == 451
+        assert str(info.value.reply).startswith("451 4.4.2 ")
+    finally:
+        await m.stop()
+
+
+async def test_xclient_off_sends_nothing(mta: FakeMTA) -> None:
+    be = _backend(mta.port, xclient="off")
+    txn = await be.begin(CLIENT)
+    await txn.mail("a@example.org", [])
+    await txn.finish(reset=True)
+    assert "XCLIENT" not in mta.verbs()
+    await be.close()
