@@ -20,7 +20,10 @@ __all__ = ["main"]
 COMMAND_MODULES = (
     "proxy.quarantine_cli",
     "proxy.auth.passwd_cli",
+    "proxy.auth.audit",
     "proxy.cost",
+    "proxy.learn",
+    "proxy.dkim_keygen",
 )
 
 log = logging.getLogger("spamgate")
