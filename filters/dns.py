@@ -168,7 +168,11 @@ class CachingResolver:
 
     async def _fetch(self, key: tuple[str, RdType]) -> DnsAnswer:
         name, rdtype = key
-        qname = dns.name.from_text(name)
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException as exc:
+            # A name no server could hold (a 64-byte label, "a..b"): nobody is asked.
+            return DnsAnswer("error", detail=f"bad name: {_first_line(exc)}")
         start = time.perf_counter()
         answer = await self._resolve(qname, rdtype)
         LOOKUP_SECONDS.labels(rdtype).observe(time.perf_counter() - start)

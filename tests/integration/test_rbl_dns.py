@@ -57,6 +57,8 @@ async def test_answers_nxdomain_and_negative_ttl_from_the_soa(nsd: DnsServer) ->
     assert (nodata.status, nodata.ttl) == ("nodata", NEGATIVE_TTL)
     refused = await r.query("anything.not-served.test", "A")
     assert refused.status == "error" and "REFUSED" in refused.detail
+    bad = await r.query("x" * 64 + ".zen.test", "A")
+    assert bad.status == "error" and bad.detail.startswith("bad name")
 
 
 async def test_cache_hits_do_not_query_again(nsd: DnsServer) -> None:
