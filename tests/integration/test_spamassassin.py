@@ -200,3 +200,15 @@ def test_forged_headers_removed_even_when_spamd_is_down(
     status = m.get_all("X-Spam-Status") or []
     assert len(status) == 1 and "SPAMASSASSIN_ERROR" in status[0], status
     assert m.get("X-Spam-Flag") is None
+
+
+def test_spamd_timing_out_follows_on_error(spamgate: SpamgateFactory, postfix: Postfix, own_spamd: Spamd) -> None:
+    sg = spamgate(config(own_spamd, on_error="tempfail", options="scan_timeout = 1.0"))
+    own_spamd.freeze()
+    try:
+        code, _ = refused(sg, postfix, HAM)
+    finally:
+        own_spamd.thaw()
+    assert code == 451
+    assert metric(sg, "spamgate_spamd_errors_total", 'kind="timeout"') == 1
+    assert "SPAMD(" in (deliver(sg, postfix, HAM).get("X-Spam-Status") or "")
