@@ -148,6 +148,9 @@ class RblFilter:
         return not any(addr in net for net in self.options.allow_networks)
 
     def _domain_allowed(self, domain: str) -> bool:
+        # Our own domains are in every signature and reply; asking lists about them is waste.
+        if self.env.is_local_domain(domain):
+            return True
         return any(domain == d or domain.endswith("." + d) for d in self.options.allow_domains)
 
     def _client_items(self, ctx: Context, roles: Iterable[str]) -> list[Item]:

@@ -153,6 +153,17 @@ async def test_allow_domains_are_never_looked_up() -> None:
     assert v.symbols == () and res.asked == []
 
 
+async def test_local_domains_are_never_looked_up() -> None:
+    flt = RblFilter("rbl", {"lists": LISTS, "skip_private": False}, FilterEnv(local_domains=("example.edu",)))
+    res = TableResolver(TABLE)
+    flt._resolvers = dict.fromkeys(flt._resolvers, res)
+    await flt.check(Phase.HELO, make_context(Phase.HELO, helo="mx.example.edu"))
+    await flt.check(Phase.DATA, make_context(Phase.DATA, message="Subject: x\n\nhttps://www.example.edu/\n"))
+    assert res.asked == []
+    await flt.check(Phase.HELO, make_context(Phase.HELO, helo="mx.example.org"))
+    assert [q for q, _, _ in res.asked] == ["mx.example.org.dbl.test"]
+
+
 async def test_rcpt_rejects_with_postfix_wording_when_weight_reaches_threshold() -> None:
     flt, _ = make(reject_score=1.0, lists=[LISTS[0], LISTS[2]])
     v = await flt.check(Phase.RCPT, make_context(Phase.RCPT, peer_ip="192.0.2.1", helo="ok.example"))
