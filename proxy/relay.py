@@ -236,7 +236,8 @@ class SmtpBackend:
             if client.login:
                 attrs.append(f"LOGIN={xtext(client.login)}")
             resp = await conn.execute_command(b"XCLIENT", " ".join(attrs).encode())
-            if resp.code != 220:
+            # Postfix answers 220 (a fresh greeting); other implementations (smtp-sink) 250.
+            if not 200 <= resp.code < 300:
                 raise aiosmtplib.SMTPResponseException(resp.code, f"XCLIENT refused: {resp.message}")
             await conn.ehlo()
             return False
