@@ -239,7 +239,8 @@ class SmtpBackend:
             # Postfix answers 220 (a fresh greeting); other implementations (smtp-sink) 250.
             if not 200 <= resp.code < 300:
                 raise aiosmtplib.SMTPResponseException(resp.code, f"XCLIENT refused: {resp.message}")
-            await conn.ehlo()
+            # The EHLO after XCLIENT sets the HELO name Postfix logs and checks: the client's, not ours.
+            await conn.ehlo(hostname=client.helo if client.helo and client.helo.isascii() else None)
             return False
         return conn.supports_extension("xforward")
 
