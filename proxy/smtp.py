@@ -26,7 +26,7 @@ from proxy import metrics, replies
 from proxy.relay import BackendReply
 from proxy.replies import enhance, format_multiline
 from proxy.runtime import Runtime
-from proxy.session import SessionState
+from proxy.session import SessionState, has_control_chars
 
 __all__ = ["GateSMTP"]
 
@@ -115,6 +115,10 @@ class GateSMTP(SMTP):
             self._phase = phase
             if phase == "data":
                 self._reset_timeout(self.runtime.cfg.limits.data_timeout)
+            # Check the raw argument: aiosmtpd's address parser turns a TAB into a quoted space.
+            if phase in ("mail", "rcpt") and arg and has_control_chars(arg):
+                await self.push(str(replies.BAD_ADDRESS))
+                return
             await method(arg)
 
         return run
