@@ -143,6 +143,9 @@ async def test_xclient_identifies_the_real_client(mta: FakeMTA) -> None:
     xclient = [ln for ln in mta.lines if ln.startswith(b"XCLIENT")]
     assert xclient == [b"XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE] HELO=mx.example.org PROTO=ESMTP PORT=4711\r\n"]
     assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "RCPT", "DATA"]
+    # The EHLO after XCLIENT names the client's HELO, or the backend would log and check ours.
+    assert mta.lines[0] == b"EHLO gate.test\r\n"
+    assert mta.lines[2] == b"EHLO mx.example.org\r\n"
     assert b"MAIL FROM:<a@example.org> BODY=8BITMIME\r\n" in mta.lines
     assert mta.data == [b"Subject: x\r\n\r\n..leading dot\r\n"]
     await be.close()
