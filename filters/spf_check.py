@@ -9,9 +9,9 @@ pyspf is synchronous and looks names up through the module-level ``spf.DNSLookup
 We run each check in a worker thread and point that hook, per check, at a bridge
 that submits the query to the event loop's shared resolver and waits for it: the
 thread blocks, the loop never does, and every lookup goes to the ``[dns]`` servers
-through the same cache as the other filters. The bridge travels in a ContextVar,
-which ``asyncio.to_thread`` copies into the worker, so concurrent checks each see
-their own loop and resolver.
+through the same cache as the other filters. The bridge travels in a ContextVar set
+inside a copied context per check, so concurrent checks each see their own loop
+and resolver.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ Lookup = Callable[[str, str, float], list[tuple[tuple[str, str], Any]]]
 _LOOKUP: contextvars.ContextVar[Lookup | None] = contextvars.ContextVar("spamgate_spf_lookup", default=None)
 _ORIGINAL_LOOKUP = spf.DNSLookup
 _SUPPORTED = frozenset({"A", "AAAA", "TXT", "MX", "PTR"})
+# SPF threads mostly wait for DNS answers; their own pool keeps them from starving
+# the default executor that DKIM hashing and other filters' to_thread calls share.
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="spamgate-spf")
 # RFC 7208 section 4.6.4 caps a check at 10 DNS-querying terms, plus the record itself
 # and MX/PTR fan-out; pyspf enforces the caps, this only bounds the worker thread.
 MAX_LOOKUPS_WAIT = 22
@@ -103,7 +107,8 @@ async def check_spf(
         return SpfResult("none", identity, domain, "no domain to check")
     budget = resolver.lifetime * MAX_LOOKUPS_WAIT
     lookup = _bridge(resolver, asyncio.get_running_loop())
-    result, explanation = await asyncio.to_thread(_run, lookup, ip, address, helo_name, budget)
+    call = functools.partial(contextvars.copy_context().run, _run, lookup, ip, address, helo_name, budget)
+    result, explanation = await asyncio.get_running_loop().run_in_executor(_POOL, call)
     if result not in ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"):
         result, explanation = "permerror", f"unexpected SPF result {result!r}"
     return SpfResult(result, identity, domain, explanation)  # type: ignore[arg-type]
