@@ -27,3 +27,15 @@ def test_message_relayed_with_backend_reply(postfix: Postfix, spamgate: Spamgate
     got = postfix.wait_for(lambda m: mid.encode() in m)
     assert b"by spamgate.test (spamgate) with ESMTP" in got
     assert b"X-Spam-Status: No, score=0.0" in got
+
+
+def test_ipv6_client_reaches_postfix_through_xclient(postfix: Postfix, spamgate: SpamgateFactory) -> None:
+    listen = ('[[listen]]\nhost = "127.0.0.1"\nport = @PORT@\nrole = "mx"\n'
+              '[[listen]]\nname = "mx6"\nhost = "::1"\nport = @PORT2@\nrole = "mx"\n')
+    sg = spamgate(listen_toml=listen)
+    mid = uuid.uuid4().hex
+    res = send(sg.port2, "sender@example.org", ["alice@example.edu"], _msg(mid), host="::1", source_address="::1",
+               helo="v6.example.org")
+    assert res.data is not None and res.data[0] == 250, res
+    got = postfix.wait_for(lambda m: mid.encode() in m)
+    assert b"from v6.example.org (unknown [IPv6:::1])" in got
