@@ -200,7 +200,9 @@ class GateSMTP(SMTP):
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
-            if status is not self._verbatim:
+            # RFC 2034: no enhanced codes on EHLO/HELO success lines (clients parse the keywords).
+            greeting = self._phase in ("ehlo", "helo") and status.startswith("250")
+            if status is not self._verbatim and not greeting:
                 status = enhance(status)
             code = status[:3]
             if code.isdigit():

@@ -27,6 +27,8 @@ def test_embedded_default_delivers_into_a_maildir(tmp_path: Path) -> None:
         with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
             code, text = s.ehlo("tester.example")
             assert code == 250 and b"PIPELINING" in text and b"ENHANCEDSTATUSCODES" in text
+            assert s.has_extn("size") and s.has_extn("8bitmime") and s.has_extn("smtputf8")
+            assert b"2.0.0" not in text
             assert b"AUTH" not in text
             s.sendmail("a@example.org", ["b@example.com"], msg)
         files = list((tmp_path / "spamgate-maildir" / "new").iterdir())
