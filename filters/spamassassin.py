@@ -76,7 +76,7 @@ class SpamAssassinOptions(FilterOptions):
     host: str = "127.0.0.1"
     port: int = Field(default=783, ge=1, le=65535)
     socket: str | None = None
-    mode: Literal["symbols", "report"] = "symbols"
+    verb: Literal["symbols", "report"] = "symbols"
     user: str | None = Field(default=None, pattern=_SAFE_USER.pattern)
     per_user: bool = False
     max_size: int = Field(default=512_000, gt=0)
@@ -146,7 +146,7 @@ class SpamAssassinFilter:
         async with self._slots:
             start = time.perf_counter()
             try:
-                result = await self.client.scan(raw, self.opts.mode, user)
+                result = await self.client.scan(raw, self.opts.verb, user)
             except SpamdError as exc:
                 ERRORS.labels(exc.kind).inc()
                 SCANS.labels("error").inc()

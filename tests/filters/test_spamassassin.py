@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import tomllib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -9,7 +12,13 @@ from prometheus_client import REGISTRY
 from filters.api import Decision, FilterEnv, OptionError, Phase
 from filters.runner import FilterSettings
 from filters.scoring import Action, Thresholds
-from filters.spamassassin import RESULT_HEADER, SKIPPED_SIZE, STRIPPED_HEADERS, SpamAssassinFilter
+from filters.spamassassin import (
+    RESULT_HEADER,
+    SKIPPED_SIZE,
+    STRIPPED_HEADERS,
+    SpamAssassinFilter,
+    SpamAssassinOptions,
+)
 from filters.spamd_client import SpamdError
 from filters.testing import make_context, run_filter, run_pipeline
 from tests.filters.fake_spamd import FakeSpamd, spamd_reply
@@ -52,7 +61,8 @@ def make(fake: FakeSpamd, **options: object) -> SpamAssassinFilter:
     ("options", "key"),
     [
         ({"hots": "127.0.0.1"}, "hots"),
-        ({"mode": "process"}, "mode"),
+        ({"verb": "process"}, "verb"),
+        ({"mode": "report"}, "mode"),
         ({"max_size": 0}, "max_size"),
         ({"max_concurrency": 0}, "max_concurrency"),
         ({"user": "bob; rm -rf"}, "user"),
@@ -93,7 +103,7 @@ async def test_symbols_mode_scores_and_explains(spamd: FakeSpamd) -> None:
 
 async def test_report_mode_keeps_rule_points(spamd: FakeSpamd) -> None:
     spamd.reply = spamd_reply(REPORT, spam="True ; 1002.5 / 5.0")
-    v = await run_filter(make(spamd, mode="report"), Phase.DATA, make_context(message=MSG))
+    v = await run_filter(make(spamd, verb="report"), Phase.DATA, make_context(message=MSG))
     assert spamd.requests[0].verb == "REPORT"
     assert v.symbols[0].detail == "score=1002.5 required=5.0 tests=NO_RECEIVED(-0),GTUBE(1000),SOME_RULE(2.5)"
 
@@ -229,3 +239,16 @@ async def test_long_rule_lists_are_cut_at_a_rule_boundary(spamd: FakeSpamd) -> N
     assert len(value) <= 900 and value.endswith(",...")
     assert value[:-4].rsplit(",", 1)[1].startswith("RULE_NUMBER_")
     assert "RULE_NUMBER_099" in v.symbols[0].detail
+
+
+def test_the_documented_example_config_is_valid() -> None:
+    from proxy.config import parse_config
+
+    doc = (Path(__file__).parents[2] / "docs" / "spamassassin.md").read_text()
+    [example] = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    cfg = parse_config(tomllib.loads(example), "docs/spamassassin.md")
+    table = cfg.filters["spamassassin"]
+    assert (table.enabled, table.on_error, table.timeout) == (True, "continue", 10.0)
+    f = SpamAssassinFilter("spamassassin", table.options, ENV)
+    assert f.opts == SpamAssassinOptions()  # the example shows every default
+    assert set(table.options) == set(SpamAssassinOptions.model_fields) - {"user", "socket"}

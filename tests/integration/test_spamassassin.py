@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -111,6 +112,15 @@ def test_ham_relayed_with_spamassassin_style_headers(spamgate: SpamgateFactory, 
     result = m.get("X-Spamd-Result") or ""
     assert result.startswith("No, score=") and "required=5.0" in result
     assert metric(sg, "spamgate_spamd_scans_total", 'result="ham"') == 1
+
+
+def test_report_verb_and_user_through_the_engine(spamgate: SpamgateFactory, postfix: Postfix, spamd: Spamd) -> None:
+    sg = spamgate(config(spamd, options='verb = "report"\nuser = "spamgate"'))
+    m = deliver(sg, postfix, HAM)
+    tests = (m.get("X-Spamd-Result") or "").split("tests=")[-1]
+    assert re.fullmatch(r"none|[A-Z0-9_]+\(-?[\d.]+\)(,[A-Z0-9_]+\(-?[\d.]+\))*", tests), tests
+    mid = (m.get("Message-ID") or "").strip("<>")
+    assert any(mid in ln and " for spamgate:" in ln for ln in spamd.output().splitlines())
 
 
 def test_forged_inbound_spam_headers_removed(spamgate: SpamgateFactory, postfix: Postfix, spamd: Spamd) -> None:

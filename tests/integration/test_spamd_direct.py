@@ -74,7 +74,7 @@ async def test_gtube_scores_1000_and_is_rejected(spamd: Spamd) -> None:
 
 
 async def test_ham_is_accepted_with_its_rules_explained(spamd: Spamd) -> None:
-    f = make(spamd, mode="report")
+    f = make(spamd, verb="report")
     run = await run_pipeline([f], ctx(HAM), [Phase.DATA], REJECT_AT_15)
     assert run.action is Action.ACCEPT
     [entry] = run.board.entries
@@ -85,7 +85,7 @@ async def test_ham_is_accepted_with_its_rules_explained(spamd: Spamd) -> None:
 
 
 async def test_report_mode_lists_rule_points(spamd: Spamd) -> None:
-    v = await run_filter(make(spamd, mode="report"), Phase.DATA, ctx(SPAM))
+    v = await run_filter(make(spamd, verb="report"), Phase.DATA, ctx(SPAM))
     assert "GTUBE(1000)" in v.symbols[0].detail
 
 
