@@ -84,6 +84,13 @@ async def test_ham_is_accepted_with_its_rules_explained(spamd: Spamd) -> None:
     assert name == RESULT_HEADER and value.startswith("No, score=")
 
 
+async def test_unix_socket_scan_and_learn(spamd: Spamd) -> None:
+    f = SpamAssassinFilter("spamassassin", {"socket": str(spamd.socket_path), "port": 1}, ENV)
+    v = await run_filter(f, Phase.DATA, ctx(SPAM))
+    assert v.symbols[0].score >= 1000
+    assert await learn_message(unique(HAM), "ham", SpamdSettings(socket=str(spamd.socket_path), port=1)) is True
+
+
 async def test_report_mode_lists_rule_points(spamd: Spamd) -> None:
     v = await run_filter(make(spamd, verb="report"), Phase.DATA, ctx(SPAM))
     assert "GTUBE(1000)" in v.symbols[0].detail

@@ -87,6 +87,7 @@ class Spamd:
             for p in (self.home, self.site, self.bayes, *self.site.iterdir()):
                 os.chown(p, self.user.pw_uid, self.user.pw_gid)
         self.port = free_port()
+        self.socket_path = self.home / "spamd.sock"  # spamd listens here too
         self.children = children
         self.log_path = self.home / "spamd.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -95,6 +96,8 @@ class Spamd:
         cmd = [
             SPAMD,
             "--listen", f"127.0.0.1:{self.port}",
+            "--listen", str(self.socket_path),
+            "--socketmode", "0666",
             "--allowed-ips", "127.0.0.1",
             "--nouser-config",
             "--local",
