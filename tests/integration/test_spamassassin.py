@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import email
 import email.policy
+import os
 import re
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -14,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.learn import register
-from tests.integration.conftest import Spamgate, SpamgateFactory
+from tests.integration.conftest import REPO, Spamgate, SpamgateFactory
 from tests.integration.services.postfix import Postfix
 from tests.integration.services.spamd import SA_EXAMPLES, Spamd, start_spamd
 from tests.integration.smtp_client import send
@@ -179,21 +180,37 @@ def test_spamd_down_tempfail_then_recovers(spamgate: SpamgateFactory, postfix: P
     assert code == 550
 
 
-def test_learning_through_the_spamgate_config_changes_bayes(
-    spamgate: SpamgateFactory, spamd: Spamd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def spamgate_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+
+
+def test_learn_command_with_the_spamgate_config_changes_bayes(
+    spamgate: SpamgateFactory, spamd: Spamd, tmp_path: Path
 ) -> None:
     sg = spamgate(config(spamd), start=False)
     _, message = tagged(SPAM)
     (tmp_path / "spam.eml").write_bytes(message)
     before = spamd.bayes_magic()
-    parser = argparse.ArgumentParser(prog="spamgate")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["learn", "--spam", "--config", str(sg.config_path), str(tmp_path / "spam.eml")])
-    assert args.func(args) == 0
-    assert "spam: 1 learned" in capsys.readouterr().out
+    res = spamgate_cli("learn", "--spam", "--config", str(sg.config_path), str(tmp_path / "spam.eml"))
+    assert res.returncode == 0, res
+    assert "spam: 1 learned" in res.stdout
     assert spamd.bayes_magic()["nspam"] == before["nspam"] + 1
-    assert args.func(args) == 0  # the same message again: spamd already knows it
-    assert "spam: 0 learned, 1 already known" in capsys.readouterr().out
+    res = spamgate_cli("learn", "--spam", "--config", str(sg.config_path), str(tmp_path / "spam.eml"))
+    assert res.returncode == 0 and "spam: 0 learned, 1 already known" in res.stdout, res
+
+
+def test_quarantine_release_teaches_ham(spamgate: SpamgateFactory, postfix: Postfix, spamd: Spamd) -> None:
+    sg = spamgate(config(spamd).replace("reject = 15.0", "reject = 100000.0\nquarantine = 15.0"))
+    tag, msg = tagged(SPAM)
+    res = send(sg.port, "sender@example.org", [ALICE], msg)
+    assert res.data is not None and res.data[0] == 250 and "quarantined as" in res.data[1], res
+    qid = res.data[1].rsplit(" ", 1)[-1]
+    before = spamd.bayes_magic()
+    out = spamgate_cli("quarantine", "release", qid, "--config", str(sg.config_path), "--learn-ham")
+    assert out.returncode == 0, out
+    postfix.wait_for(lambda m: tag.encode() in m, rcpt=ALICE)
+    assert spamd.bayes_magic()["nham"] == before["nham"] + 1
 
 
 @pytest.mark.xfail(
