@@ -195,7 +195,9 @@ class SmtpBackend:
         )
         try:
             with _Timed("connect"):
-                await conn.connect(timeout=self.cfg.connect_timeout)
+                # The greeting read is part of connect: a backend that accepts and stays silent
+                # must not hold the client longer than the configured backend timeout.
+                await conn.connect(timeout=min(self.cfg.connect_timeout, self.cfg.timeout))
                 await conn.ehlo()
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             conn.close()
