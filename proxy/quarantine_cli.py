@@ -79,9 +79,17 @@ def run(args: argparse.Namespace) -> int:
             return 1
         reply = asyncio.run(_reinject(cfg, entry.mail_from, entry.recipients, message))
         if args.learn_ham:
+            from filters.spamd_client import SpamdError
             from proxy.learn import learn_message, settings_from_config
 
-            asyncio.run(learn_message(message, "ham", settings_from_config(cfg)))
+            store.delete(args.id)
+            try:
+                learned = asyncio.run(learn_message(message, "ham", settings_from_config(cfg)))
+            except (SpamdError, ConfigError) as exc:
+                print(f"spamgate: released {args.id}, but not learned as ham: {exc}", file=sys.stderr)
+                return 1
+            print(f"released {args.id}: backend said {reply}; learned as ham: {learned}")
+            return 0
         store.delete(args.id)
         print(f"released {args.id}: backend said {reply}")
         return 0

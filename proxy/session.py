@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from filters.api import Context, Decision, Envelope, Message, Phase, Reply, SessionInfo
+from filters.api import Context, Decision, Envelope, HeaderRemoval, Message, Phase, Reply, SessionInfo
 from filters.runner import PhaseResult, Scoreboard
 from filters.scoring import Action, choose_action, spam_headers
 from proxy import metrics, replies
@@ -23,6 +23,10 @@ from proxy.runtime import Runtime
 __all__ = ["SessionState", "TransactionState", "has_control_chars"]
 
 log = logging.getLogger("spamgate.session")
+
+# Headers spamgate writes itself: an inbound copy can only be a forgery.
+OWN_SPAM_HEADERS = tuple(HeaderRemoval(n) for n in ("X-Spam-Flag", "X-Spam-Score", "X-Spam-Status",
+                                                     "X-Spamgate-Observe"))
 
 
 def has_control_chars(value: str) -> bool:
@@ -233,7 +237,7 @@ class SessionState:
         if board.observed:
             explain.append(("X-Spamgate-Observe", "; ".join(board.observed)))
         final = build_final(msg.raw, msg.header_end, [self._received(), *board.add_headers, *explain],
-                            board.remove_headers)
+                            [*OWN_SPAM_HEADERS, *board.remove_headers])
         quarantine = self.runtime.quarantine
         if action is Action.QUARANTINE or (action is Action.REJECT and self.runtime.cfg.pipeline.quarantine_rejects):
             if quarantine is not None:

@@ -213,11 +213,6 @@ def test_quarantine_release_teaches_ham(spamgate: SpamgateFactory, postfix: Post
     assert spamd.bayes_magic()["nham"] == before["nham"] + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: when check() raises, the error verdict carries no header removals; the engine "
-    "should itself strip inbound X-Spam-Status/-Score/-Flag, the headers it writes (proxy/session.py)",
-)
 def test_forged_headers_removed_even_when_spamd_is_down(
     spamgate: SpamgateFactory, postfix: Postfix, own_spamd: Spamd
 ) -> None:
