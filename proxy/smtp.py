@@ -228,6 +228,8 @@ class GateSMTP(SMTP):
                   self._phase, exc_info=error)
         if getattr(self, "state", None) is not None:
             self.loop.create_task(self.state.abort_transaction())
+        # The transaction is over for aiosmtpd too, or the client's next MAIL gets "503 nested MAIL".
+        self.envelope = self._create_envelope()
         return str(replies.INTERNAL_ERROR)
 
     # -- commands -----------------------------------------------------------------
