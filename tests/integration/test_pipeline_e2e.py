@@ -160,3 +160,24 @@ def test_quarantine_failure_tempfails_instead_of_accepting(
     time.sleep(0.5)
     assert _count(postfix, mid) == 0
     assert "quarantine=failed" in sg.log()
+
+
+def test_helo_reject_is_deferred_to_rcpt_and_postmaster_exempt(postfix: Postfix, spamgate: SpamgateFactory) -> None:
+    helo_filter = '[filters.example_keyword]\nenabled = true\nreject_helo = ["bad.example"]\n'
+    refusal = (554, "5.7.1 HELO bad.example refused by example filter")
+    sg = spamgate("[pipeline]\ndefer_rejects = true\n" + helo_filter)
+    mid = uuid.uuid4().hex
+    res = send(sg.port, "sender@example.org", ["alice@example.edu", "postmaster@example.edu"], _msg(mid, "hi"),
+               helo="bad.example")
+    assert res.ehlo[0] == 250 and res.mail[0] == 250
+    assert res.rcpt[0] == refusal
+    assert res.rcpt[1][0] == 250
+    assert res.data is not None and res.data[0] == 250
+    postfix.wait_for(lambda m: mid.encode() in m, rcpt="postmaster@example.edu")
+    assert _count(postfix, mid) == 0
+
+    direct = spamgate(helo_filter)
+    res = send(direct.port, "sender@example.org", ["alice@example.edu"], _msg(uuid.uuid4().hex, "hi"),
+               helo="bad.example")
+    assert res.ehlo == refusal
+    assert res.mail[0] == 503  # a refused HELO does not count: the client must greet again

@@ -1,6 +1,6 @@
 """Example spamgate filters, written only against the public contract (filters.api).
 
-* ``example_keyword``: rejects chosen recipients at RCPT, tempfails messages whose body
+* ``example_keyword``: rejects chosen HELO names, chosen recipients at RCPT, tempfails messages whose body
   contains a keyword, scores a spammy word and adds a header to every message.
 * ``example_crash``: raises (to show the engine contains it).
 * ``example_hang``: never answers (to show the engine's timeout).
@@ -18,6 +18,7 @@ from filters.options import FilterOptions, parse_options
 
 class KeywordOptions(FilterOptions):
     reject_recipients: tuple[str, ...] = ()
+    reject_helo: tuple[str, ...] = ()
     tempfail_keyword: str = "TEMPFAIL-ME"
     spam_word: str = "viagra"
     spam_score: float = 5.0
@@ -26,7 +27,7 @@ class KeywordOptions(FilterOptions):
 
 class KeywordFilter:
     name = "example_keyword"
-    phases = frozenset({Phase.RCPT, Phase.DATA})
+    phases = frozenset({Phase.HELO, Phase.RCPT, Phase.DATA})
     symbols = frozenset({"EXAMPLE_SPAM_WORD"})
 
     def __init__(self, name: str, options: Mapping[str, Any], env: FilterEnv) -> None:
@@ -34,6 +35,10 @@ class KeywordFilter:
         self.opts = parse_options(KeywordOptions, options)
 
     async def check(self, phase: Phase, ctx: Context) -> Verdict:
+        if phase is Phase.HELO:
+            if ctx.session.helo in self.opts.reject_helo:
+                return Verdict.reject(Reply(554, "5.7.1", f"HELO {ctx.session.helo} refused by example filter"))
+            return Verdict.cont()
         if phase is Phase.RCPT:
             if ctx.envelope.rcpt in self.opts.reject_recipients:
                 return Verdict.reject(Reply(550, "5.7.1", f"<{ctx.envelope.rcpt}>: refused by example filter"))
