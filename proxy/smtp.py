@@ -285,7 +285,7 @@ class GateSMTP(SMTP):
             await self.push("501 5.5.4 Invalid UTF-8 in credentials")
             return AuthResult(success=False, handled=True)
         if rt.authenticator is None:
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=False)
         try:
             ok = await rt.authenticator.authenticate(user, secret, client_ip=st.peer_ip)
         except Exception:
@@ -316,7 +316,7 @@ class GateSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return AuthResult(success=False, handled=True)
-        return AuthResult(success=False)
+        return AuthResult(success=False, handled=False)
 
     async def _auth_allowed(self) -> bool:
         pen = self.runtime.penalties
