@@ -245,3 +245,18 @@ def test_quit_and_noop(spamgate: SpamgateFactory) -> None:
     assert c.closed()
     with socket.create_connection(("127.0.0.1", sg.port)) as s:
         assert s.recv(100).startswith(b"220 ")
+
+
+def test_smtputf8_envelope_and_utf8_helo(postfix: Postfix, spamgate: SpamgateFactory) -> None:
+    sg = spamgate()
+    mid = new_id()
+    c = session(sg.port, helo="ünï.example")
+    assert c.cmd("MAIL FROM:<jürgen@exämple.org> SMTPUTF8".encode())[0] == 250
+    assert c.cmd("RCPT TO:<alice@example.edu>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send(headers(mid) + "Grüße\r\n.\r\n".encode())
+    assert c.reply()[0] == 250
+    got = postfix.wait_for(lambda m: mid.encode() in m)
+    assert got.startswith("Return-Path: <jürgen@exämple.org>\n".encode())
+    assert b"with UTF8SMTP" in got
+    assert body_of(got) == "Grüße\n".encode()
