@@ -91,6 +91,13 @@ def test_envelope_kept(postfix: Postfix, spamgate: SpamgateFactory) -> None:
     assert re.search(rb"\nReceived: from client\.test \(unknown \[127\.0\.0\.1\]\)\n\tby spamgate\.test \(spamgate\) "
                      rb"with ESMTP id \w+\n\tfor <alice@example\.edu>;", hdr), hdr
     assert b"To: everyone@lists.example.org\n" in hdr
+    # One summary line for the transaction, with the backend's queue id.
+    assert res.data is not None
+    queue_id = res.data[1].rsplit(" ", 1)[-1]
+    summary = [ln for ln in sg.log().splitlines() if f"queued as {queue_id}" in ln]
+    assert len(summary) == 1, sg.log()
+    assert re.search(r"session=\w+ client=127\.0\.0\.1 helo='client\.test' from=<bounce\+123@lists\.example\.org> "
+                     r"rcpts=<alice@example\.edu> .*size=\d+ .*action=accept .*duration=", summary[0]), summary[0]
 
 
 def test_multiple_recipients_each_delivered_once(postfix: Postfix, spamgate: SpamgateFactory) -> None:
