@@ -130,3 +130,16 @@ def test_reject_mode_accepts_clean_crlf_and_nul_lines(postfix: Postfix, spamgate
     assert transaction(c, "sender@example.org", ["alice@example.edu"], wire)[0] == 250
     got = postfix.wait_for(lambda m: mid.encode() in m)
     assert body_of(got) == body_of(delivered_form(wire))
+
+
+def test_reject_aborts_the_backend_transaction(spamgate: SpamgateFactory, recorder: WireRecorder) -> None:
+    sg = spamgate('[limits]\nbare_newline = "reject"\n',
+                  backend_toml=f'host = "127.0.0.1"\nport = {recorder.port}\ntimeout = 30\n')
+    c = session(sg.port)
+    code, _ = transaction(c, "sender@example.org", ["alice@example.edu"], _payload(new_id(), b"\n.\n"))
+    assert code == 554
+    assert c.cmd("NOOP")[0] == 250
+    wire = recorder.sent()
+    # spamgate's refusal is an RSET to the backend, never a completed DATA.
+    assert b"RCPT TO:<alice@example.edu>\r\nRSET\r\n" in wire
+    assert b"DATA" not in wire
