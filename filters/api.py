@@ -60,6 +60,7 @@ __all__ = [
     "Message",
     "OptionError",
     "Phase",
+    "ReadyCheck",
     "Reply",
     "SessionInfo",
     "Symbol",
@@ -337,6 +338,17 @@ class Filter(Protocol):
     async def check(self, phase: Phase, ctx: Context) -> Verdict: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReadyCheck(Protocol):
+    """Optional: a filter with an external dependency (spamd, DNS) may also define ``ready``.
+
+    The engine registers it as a ``/readyz`` check named ``filter:<name>``; it must return
+    quickly and never raise for an unreachable dependency (return False).
+    """
+
+    async def ready(self) -> bool: ...
 
 
 class FilterFactory(Protocol):

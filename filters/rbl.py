@@ -134,6 +134,13 @@ class RblFilter:
         self._report(ctx, found)
         return Verdict.cont(*_merge(s for listing in found for s in listing.symbols()))
 
+    async def ready(self) -> bool:
+        """/readyz: every list's resolver answers (NXDOMAIN counts: the server is there)."""
+        probes = [r.query(f"2.0.0.127.{zone}", "A", max_wait=2.0)
+                  for zone, r in {lst.zone: self._resolvers[lst.label] for lst in self.options.lists}.items()]
+        answers = await asyncio.gather(*probes)
+        return all(a.status in ("ok", "nxdomain", "nodata") for a in answers)
+
     async def close(self) -> None:
         pass
 

@@ -170,5 +170,13 @@ class SpamAssassinFilter:
         symbol = Symbol(self.opts.symbol, weight, summary)
         return Verdict.cont(symbol, add_headers=headers, remove_headers=self._removals)
 
+    async def ready(self) -> bool:
+        """/readyz: spamd answers PING."""
+        try:
+            await self.client.ping()
+        except SpamdError:
+            return False
+        return True
+
     async def close(self) -> None:
         """Nothing to release: every spamd request opens and closes its own connection."""

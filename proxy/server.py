@@ -7,8 +7,10 @@ import logging
 import signal
 import ssl
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from filters.api import ReadyCheck
 from proxy import metrics
 from proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
 from proxy.config import Config, ConfigError, Listener, load_config
@@ -106,6 +108,9 @@ class Server:
         if self.cfg.metrics.enabled:
             self.health = HealthServer(self.cfg.metrics.host, self.cfg.metrics.port)
             self.health.add_check("backend", lambda: self.runtime.backend.ping())
+            for slot in self.runtime.pipeline.slots:
+                if isinstance(slot.filter, ReadyCheck):
+                    self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name))
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
         if self.runtime.quarantine is not None:
@@ -118,6 +123,17 @@ class Server:
             loop.add_signal_handler(sig, handler)
         log.info("spamgate ready filters=%s backend=%s", ",".join(s.name for s in self.runtime.pipeline.slots)
                  or "none", self.cfg.backend.url or f"{self.cfg.backend.host}:{self.cfg.backend.port}")
+
+    def _filter_ready(self, name: str) -> Callable[[], Awaitable[bool]]:
+        """Looks the filter up at call time, so a reload's new instance is the one asked."""
+
+        async def check() -> bool:
+            for slot in self.runtime.pipeline.slots:
+                if slot.name == name and isinstance(slot.filter, ReadyCheck):
+                    return await slot.filter.ready()
+            return True  # no longer configured: nothing to wait for
+
+        return check
 
     def _on_term(self) -> None:
         asyncio.get_running_loop().create_task(self.shutdown())
