@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TestCA", "make_ca"]
+__all__ = ["TestCerts", "make_ca"]
 
 
 @dataclass(frozen=True)
-class TestCA:
+class TestCerts:
+    __test__ = False  # not a pytest test class
+
     ca_cert: Path
     cert: Path
     key: Path
@@ -30,7 +32,7 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_ca(directory: Path, hostname: str = "localhost") -> TestCA:
+def make_ca(directory: Path, hostname: str = "localhost") -> TestCerts:
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -61,7 +63,7 @@ def make_ca(directory: Path, hostname: str = "localhost") -> TestCA:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    out = TestCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    out = TestCerts(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     out.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     out.key.write_bytes(
