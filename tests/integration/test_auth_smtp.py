@@ -20,6 +20,7 @@ import pytest
 
 from proxy.auth.passwd_cli import add_user
 from tests.integration.conftest import Spamgate, SpamgateFactory
+from tests.integration.services.dovecot import start_dovecot
 from tests.integration.services.postfix import Postfix
 from tests.integration.services.testca import TestCerts, make_ca
 
@@ -166,3 +167,25 @@ def test_brute_force_lockout(spamgate: SpamgateFactory, setup: Setup) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{sg.metrics_port}/metrics", timeout=10) as resp:
         metrics = resp.read().decode()
     assert "spamgate_auth_penalty_box_total 1.0" in metrics, metrics[-2000:]
+
+
+def test_dovecot_backend_login_delivered(spamgate: SpamgateFactory, setup: Setup, postfix: Postfix) -> None:
+    dv = start_dovecot({"bob@example.edu": "dovecot-pw"})
+    try:
+        sg = spamgate(
+            "[filters.local_sender]\nenabled = true\n",
+            listen_toml=(
+                '[[listen]]\nhost = "127.0.0.1"\nport = @PORT@\nrole = "submission"\n'
+                f'tls_cert = "{setup.ca.cert}"\ntls_key = "{setup.ca.key}"\n'
+            ),
+            auth_toml=f'local_domains = ["example.edu"]\nbackend = "dovecot"\ndovecot_socket = "{dv.socket_path}"\n',
+        )
+        marker = uuid.uuid4().hex
+        out = swaks(sg.port, *tls_args(setup), *login("bob@example.edu", "dovecot-pw"), mail_from="bob@example.edu",
+                    marker=marker)  # fmt: skip
+        assert said(out, "235 2.7.0") and said(out, "250 2.0.0 Ok: queued"), out
+        postfix.wait_for(lambda m: marker.encode() in m, rcpt="professor@example.edu")
+        out = swaks(sg.port, *tls_args(setup), *login("bob@example.edu", "wrong"), mail_from="bob@example.edu")
+        assert said(out, "535 5.7.8"), out
+    finally:
+        dv.close()
