@@ -7,7 +7,7 @@ reference calculator, over a 365-day year: in 24-hour days for the organisation 
 in hours per employee. Its case study (680 employees, 230 workdays, 15 per hour,
 25 spam per employee per day, 3 s each) costs 48,875.00 a year.
 
-With ``--from-metrics URL`` the spam per employee per day is not a guess but the rate
+With --from-metrics URL the spam per employee per day is not a guess but the rate
 at which spamgate rejected or quarantined mail (at end of DATA, or refused it earlier),
 measured by Prometheus, per calendar day, divided by the number of employees.
 """
