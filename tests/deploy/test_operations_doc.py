@@ -56,15 +56,15 @@ def test_cost_example_output_is_what_the_command_prints() -> None:
     argv = ["--employees", "680", "--workdays", "230", "--hourly-wage", "15", "--spam-per-day", "25",
             "--seconds-per-spam", "3"]  # fmt: skip
     assert "spamgate cost " + " ".join(argv) in DOC
-    out = subprocess.run([sys.executable, "-m", "proxy", "cost", *argv], capture_output=True, text=True, cwd=ROOT,
-                         check=True).stdout  # fmt: skip
-    assert out in DOC
-    figures = json.loads(
-        subprocess.run([sys.executable, "-m", "proxy", "cost", *argv, "--json"], capture_output=True, text=True,
-                       cwd=ROOT, check=True).stdout  # fmt: skip
-    )
+    assert cost(argv) in DOC
+    figures = json.loads(cost([*argv, "--json"]))
     for key in figures:
         assert f"`{key}`" in DOC
+
+
+def cost(argv: list[str]) -> str:
+    cmd = [sys.executable, "-m", "proxy", "cost", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout
 
 
 def test_dashboard_rows_are_described() -> None:
