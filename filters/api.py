@@ -310,6 +310,7 @@ class FilterEnv:
     local_domains: tuple[str, ...] = ()
     dns: DnsSettings = field(default_factory=DnsSettings)
     state_dir: str = "/var/lib/spamgate"
+    sender_login_map: str | None = None  # [auth] sender_login_map: which logins own which senders
 
     def is_local_domain(self, domain: str | None) -> bool:
         if not domain:

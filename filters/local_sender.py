@@ -47,11 +47,12 @@ class LocalSenderFilter:
         self.opts = parse_options(LocalSenderOptions, options)
         self.env = env
         self.sender_map: SenderLoginMap | None = None
-        if self.opts.sender_login_map:
+        path = self.opts.sender_login_map or env.sender_login_map
+        if path:
             try:
-                self.sender_map = load_sender_login_map(self.opts.sender_login_map)
+                self.sender_map = load_sender_login_map(path)
             except OSError as exc:
-                raise OptionError("sender_login_map", f"cannot read {self.opts.sender_login_map}: {exc}") from None
+                raise OptionError("sender_login_map", f"cannot read {path}: {exc}") from None
             except (ValueError, UnicodeDecodeError) as exc:
                 raise OptionError("sender_login_map", str(exc)) from None
 

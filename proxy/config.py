@@ -221,6 +221,7 @@ class Config(_Model):
             local_domains=self.auth.local_domains,
             dns=DnsSettings(tuple(d.nameservers), d.port, d.timeout, d.attempts, d.cache_size),
             state_dir=self.server.state_dir,
+            sender_login_map=self.auth.sender_login_map,
         )
 
 

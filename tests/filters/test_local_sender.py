@@ -118,6 +118,20 @@ async def test_sender_login_map_option(tmp_path: Path) -> None:
     assert (await run_filter(f, Phase.MAIL, ctx)).decision is Decision.REJECT
 
 
+async def test_site_wide_map_from_auth_table_is_used(tmp_path: Path) -> None:
+    p = tmp_path / "senders"
+    p.write_text("secr@example.edu alice@example.edu\n")
+    env = FilterEnv(local_domains=("example.edu",), sender_login_map=str(p))
+    f = LocalSenderFilter("local_sender", {}, env)
+    ctx = make_context(Phase.MAIL, user="alice@example.edu", mail_from="secr@example.edu")
+    assert (await run_filter(f, Phase.MAIL, ctx)).decision is Decision.CONTINUE
+    # The filter's own option wins over [auth] sender_login_map.
+    own = tmp_path / "own"
+    own.write_text("secr@example.edu carol@example.edu\n")
+    f2 = LocalSenderFilter("local_sender", {"sender_login_map": str(own)}, env)
+    assert (await run_filter(f2, Phase.MAIL, ctx)).decision is Decision.REJECT
+
+
 async def test_null_sender_and_any_options() -> None:
     ctx = make_context(Phase.MAIL, user="alice@example.edu", mail_from="")
     assert (await run_filter(make(), Phase.MAIL, ctx)).decision is Decision.CONTINUE

@@ -23,8 +23,9 @@ class SendResult:
         return self.data is not None and self.data[0] == 250
 
 
-def _r(resp: tuple[int, bytes]) -> Reply:
-    return resp[0], resp[1].decode("utf-8", "replace")
+def _r(resp: tuple[int, bytes | str]) -> Reply:
+    text = resp[1]
+    return resp[0], text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
 
 def send(
@@ -53,7 +54,7 @@ def send(
         try:
             res.data = _r(smtp.data(message))
         except smtplib.SMTPDataError as exc:
-            res.data = (exc.smtp_code, exc.smtp_error.decode("utf-8", "replace"))
+            res.data = _r((exc.smtp_code, exc.smtp_error))
         return res
     except smtplib.SMTPServerDisconnected:
         return res
@@ -77,7 +78,7 @@ class RawClient:
 
     def reply(self) -> tuple[int, str]:
         """Read one (possibly multi-line) reply."""
-        lines = []
+        lines: list[str] = []
         while True:
             while b"\r\n" not in self.buf:
                 chunk = self.sock.recv(65536)
