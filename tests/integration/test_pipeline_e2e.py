@@ -181,3 +181,20 @@ def test_helo_reject_is_deferred_to_rcpt_and_postmaster_exempt(postfix: Postfix,
                helo="bad.example")
     assert res.ehlo == refusal
     assert res.mail[0] == 503  # a refused HELO does not count: the client must greet again
+
+
+def test_quarantine_rejects_keeps_would_be_rejects(postfix: Postfix, spamgate: SpamgateFactory) -> None:
+    sg = spamgate(
+        "[pipeline]\nquarantine_rejects = true\n"
+        '[filters.example_keyword]\nenabled = true\nspam_score = 20.0\n'
+        "[actions]\nreject = 15.0\n"
+    )
+    mid = uuid.uuid4().hex
+    res = send(sg.port, "sender@example.org", ["alice@example.edu"], _msg(mid, "VIAGRA"))
+    assert res.data is not None and res.data[0] == 250 and "quarantined as" in res.data[1]
+    qid = res.data[1].rsplit(" ", 1)[1]
+    listing = subprocess.run([sys.executable, "-m", "proxy", "quarantine", "list", "--json", "--config",
+                              str(sg.config_path)], capture_output=True, text=True, check=True)
+    assert f'"id": "{qid}"' in listing.stdout and '"action": "reject"' in listing.stdout
+    time.sleep(0.5)
+    assert _count(postfix, mid) == 0
