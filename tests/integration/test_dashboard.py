@@ -140,6 +140,11 @@ connect_timeout = 1.0
 enabled = true
 order = 5
 
+[filters.sender_auth]
+enabled = true
+order = 25
+dmarc_enforce = false
+
 [filters.headers]
 enabled = true
 order = 30
