@@ -40,14 +40,18 @@ class HealthServer:
         self._check_timeout = check_timeout
         self._cache_seconds = cache_seconds
         self._checks: dict[str, ReadinessCheck] = {}
+        # Checks whose failure degrades service without stopping it (fail-open filters' dependencies).
+        self._advisory: set[str] = set()
         self._server: asyncio.Server | None = None
         self._cached: tuple[float, dict[str, str]] | None = None
         self._lock = asyncio.Lock()
         self._clients: set[asyncio.Task[None]] = set()
 
-    def add_check(self, name: str, check: ReadinessCheck) -> None:
+    def add_check(self, name: str, check: ReadinessCheck, *, critical: bool = True) -> None:
         """Register a readiness check; it must return True when the dependency is usable."""
         self._checks[name] = check
+        if not critical:
+            self._advisory.add(name)
         self._cached = None
 
     async def start(self) -> None:
@@ -134,6 +138,8 @@ class HealthServer:
             if not problems:
                 return 200, b"ready\n", text
             detail = ", ".join(f"{n} ({why})" for n, why in sorted(problems.items()))
+            if set(problems) <= self._advisory:
+                return 200, f"ready, degraded: {detail}\n".encode(), text
             return 503, f"not ready: {detail}\n".encode(), text
         return 404, b"not found\n", text
 

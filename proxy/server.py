@@ -110,7 +110,9 @@ class Server:
             self.health.add_check("backend", lambda: self.runtime.backend.ping())
             for slot in self.runtime.pipeline.slots:
                 if isinstance(slot.filter, ReadyCheck):
-                    self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name))
+                    # A fail-open filter's dependency being down degrades filtering but mail still flows.
+                    self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
+                                          critical=slot.settings.on_error == "tempfail")
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
         if self.runtime.quarantine is not None:

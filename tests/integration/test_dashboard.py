@@ -402,10 +402,12 @@ def test_health_endpoints_of_a_real_spamgate(world: World) -> None:
             return exc.code, exc.read().decode()
 
     assert get(world.sg.metrics_port, "/healthz") == (200, "ok\n")
-    # the main instance's slow.test list points at a resolver that never answers
+    # the main instance's slow.test list points at a resolver that never answers: rbl fails open,
+    # so the instance stays ready but says it is degraded
     status, body = get(world.sg.metrics_port, "/readyz")
-    assert status == 503
-    assert "filter:rbl" in body and "backend" not in body and "spamassassin" not in body, body
+    assert status == 200
+    assert body.startswith("ready, degraded: ") and "filter:rbl" in body, body
+    assert "backend" not in body and "spamassassin" not in body, body
     assert get(world.broken.metrics_port, "/healthz") == (200, "ok\n")
     status, body = get(world.broken.metrics_port, "/readyz")
     assert status == 503

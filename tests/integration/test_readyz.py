@@ -39,3 +39,12 @@ def test_not_ready_names_every_unreachable_dependency(spamgate: SpamgateFactory)
     assert status == 503
     assert "backend" in body and "filter:spamassassin" in body and "filter:rbl" in body
     assert _get(sg.metrics_port, "/healthz")[0] == 200
+
+
+def test_fail_open_dependency_degrades_but_stays_ready(spamgate: SpamgateFactory) -> None:
+    dead = free_port()
+    sg = spamgate(f'[filters.spamassassin]\nenabled = true\nhost = "127.0.0.1"\nport = {dead}\n')
+    assert _get(sg.metrics_port, "/readyz") == (200, "ready, degraded: filter:spamassassin (failed)\n")
+    closed = spamgate(f'[filters.spamassassin]\nenabled = true\non_error = "tempfail"\n'
+                      f'host = "127.0.0.1"\nport = {dead}\n')
+    assert _get(closed.metrics_port, "/readyz") == (503, "not ready: filter:spamassassin (failed)\n")
