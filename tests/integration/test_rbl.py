@@ -196,3 +196,15 @@ def test_lookup_metrics_are_exported(
     assert hits and float(hits[0].split()[1]) >= 2
     assert 'spamgate_dns_lookup_duration_seconds_count{rdtype="A"}' in text
 
+
+
+def test_listed_ipv6_client_is_refused_over_smtp(
+    postfix: Postfix, spamgate: SpamgateFactory, nsd: DnsServer, silent_port: int
+) -> None:
+    listen = ('[[listen]]\nhost = "127.0.0.1"\nport = @PORT@\nrole = "mx"\n'
+              '[[listen]]\nname = "mx6"\nhost = "::1"\nport = @PORT2@\nrole = "mx"\n')
+    sg = spamgate(config(nsd, silent_port, "reject_score = 1.0"), listen_toml=listen)
+    res = send(sg.port2, "sender@example.org", ["alice@example.edu"], message(uuid.uuid4().hex),
+               host="::1", source_address="::1")
+    assert res.rcpt[0][0] == 554
+    assert res.rcpt[0][1].startswith("5.7.1 Service unavailable; Client host [::1] blocked using zen.test")
