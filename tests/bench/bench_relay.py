@@ -11,6 +11,8 @@ Postfix's smtp-source sends N messages over S parallel sessions to:
   spamgate    spamgate, no filters, backend = smtp-sink (pooled backend connections)
   spamgate+f  spamgate with the example plugin's filters enabled (DATA-phase scanning)
   nopool      spamgate with pool_size = 0 (what the backend pool buys)
+  postfix     a private Postfix relaying to smtp-sink, and spamgate in front of that Postfix
+              (what putting spamgate in front of a real MTA costs)
 
 It prints msg/s (median of the runs), the proxy's CPU ms per message, its peak RSS, and
 ratios against the naive forwarder measured in the same run. Loopback only.
@@ -28,9 +30,14 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.integration.services.postfix import Postfix  # noqa: E402
+
 HZ = os.sysconf("SC_CLK_TCK")
 
 NAIVE = textwrap.dedent(
@@ -114,6 +121,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="spamgate-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
+    cleanups: list[Callable[[], None]] = []
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -146,6 +154,17 @@ def main() -> int:
                 p = start([sys.executable, "-m", "proxy", "run", "--config", str(cfg)], port)
             targets.append((label, port, p.pid))
 
+        pf_dir = Path(tempfile.mkdtemp(prefix="spamgate-bench-pf-"))
+        pf_dir.chmod(0o755)
+        postfix = Postfix(pf_dir, extra_main=f"relay_domains = bench.test\nrelayhost = [127.0.0.1]:{sink}\n")
+        postfix.start()
+        cleanups.append(postfix.destroy)
+        targets.append(("postfix (no proxy)", postfix.port, None))
+        port = free_port()
+        p = start([sys.executable, "-m", "proxy", "run", "--config",
+                   str(spamgate_config(work, port, postfix.port, ""))], port)
+        targets.append(("spamgate -> postfix", port, p.pid))
+
         rows = []
         for label, port, pid in targets:
             rates, cpus = [], []
@@ -167,6 +186,8 @@ def main() -> int:
             rss_s = f"{rss:12.1f}" if rss is not None else f"{'-':>12}"
             print(f"{label:28} {rate:8.0f} {rate / base[1]:8.2f} {cpu_s} {cpu_r} {rss_s}")
     finally:
+        for cleanup in cleanups:
+            cleanup()
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
