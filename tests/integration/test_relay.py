@@ -39,3 +39,13 @@ def test_ipv6_client_reaches_postfix_through_xclient(postfix: Postfix, spamgate:
     assert res.data is not None and res.data[0] == 250, res
     got = postfix.wait_for(lambda m: mid.encode() in m)
     assert b"from v6.example.org (unknown [IPv6:::1])" in got
+
+
+def test_null_sender_bounce_is_relayed_with_empty_return_path(postfix: Postfix, spamgate: SpamgateFactory) -> None:
+    sg = spamgate()
+    mid = uuid.uuid4().hex
+    res = send(sg.port, "<>", ["alice@example.edu"], _msg(mid))
+    assert res.mail == (250, "2.1.0 Ok") and res.data is not None and res.data[0] == 250, res
+    got = postfix.wait_for(lambda m: mid.encode() in m)
+    assert got.startswith(b"Return-Path: <>\n")
+    assert "from=<>" in sg.log()
