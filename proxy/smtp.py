@@ -304,7 +304,9 @@ class GateSMTP(SMTP):
         if self.runtime.authenticator is None:
             keywords = [k for k in keywords if not k.startswith("AUTH")]
         keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
-        return [f"250-{self.hostname}", *(f"250-{k}" for k in keywords[:-1]), f"250 {keywords[-1]}"]
+        lines = [f"250-{self.hostname}", *(f"250-{k}" for k in keywords[:-1]), f"250 {keywords[-1]}"]
+        # One write for the whole reply instead of aiosmtpd's write-and-drain per line.
+        return ["\r\n".join(lines)]
 
     async def on_mail(self, envelope: Any, address: str, options: list[str]) -> str:
         # aiosmtpd hands the null sender over as "<>" (and needs it truthy); everything else sees "".
