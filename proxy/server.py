@@ -20,7 +20,7 @@ from proxy.pipeline import PluginError, build_pipeline
 from proxy.quarantine import Quarantine
 from proxy.relay import BackendProtocol, SmtpBackend
 from proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
-from proxy.smtp import GateSMTP
+from proxy.smtp import GateSMTP, spawn
 
 __all__ = ["Server", "make_backend", "tls_context"]
 
@@ -138,10 +138,10 @@ class Server:
         return check
 
     def _on_term(self) -> None:
-        asyncio.get_running_loop().create_task(self.shutdown())
+        spawn(self.shutdown())
 
     def _on_hup(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload())
+        spawn(self.reload())
 
     async def reload(self) -> bool:
         """New sessions get the new config; live sessions finish on the one they started with."""
@@ -164,7 +164,7 @@ class Server:
         metrics.CONFIG_RELOADS.labels("ok").inc()
         log.info("reloaded config=%s filters=%s", self.config_path,
                  ",".join(s.name for s in runtime.pipeline.slots) or "none")
-        asyncio.get_running_loop().create_task(self._retire(old, close_backend=not same_backend))
+        spawn(self._retire(old, close_backend=not same_backend))
         return True
 
     async def _retire(self, old: Runtime, close_backend: bool) -> None:

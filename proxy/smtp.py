@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, _AuthMechAttr, login_always_fail
@@ -34,6 +34,16 @@ __all__ = ["GateSMTP"]
 
 log = logging.getLogger("spamgate.smtp")
 _PROTOCOL_ERRORS = {"500", "501", "503"}
+# The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
 _HOOKS = ("HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "exception")
 # <local@domain> with a dot-atom local part and a host-name domain: the overwhelming majority.
 _PLAIN_ADDR = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -185,7 +195,7 @@ class GateSMTP(SMTP):
         if starttls:
             self.state.helo = None
             self._note_tls(sslobj)
-            self.loop.create_task(self.state.abort_transaction())
+            spawn(self.state.abort_transaction())
             return
         peer = transport.get_extra_info("peername") or ("unknown", 0)
         rt = self.runtime
@@ -241,7 +251,7 @@ class GateSMTP(SMTP):
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.state.txn is not None:
-            self.loop.create_task(self.state.abort_transaction())
+            spawn(self.state.abort_transaction())
         log.info("session=%s disconnect transactions=%d", self.state.id, self.state.transactions)
 
     async def _connected(self) -> None:
@@ -280,7 +290,7 @@ class GateSMTP(SMTP):
         log.error("session=%s internal error in %s", getattr(self, "state", None) and self.state.id,
                   self._phase, exc_info=error)
         if getattr(self, "state", None) is not None:
-            self.loop.create_task(self.state.abort_transaction())
+            spawn(self.state.abort_transaction())
         # The transaction is over for aiosmtpd too, or the client's next MAIL gets "503 nested MAIL".
         self.envelope = self._create_envelope()
         return str(replies.INTERNAL_ERROR)
