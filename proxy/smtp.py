@@ -10,8 +10,6 @@ that survives STARTTLS; and replies counted per phase.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import functools
 import logging
@@ -21,14 +19,15 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, _AuthMechAttr, login_always_fail
+from aiosmtpd.smtp import SMTP, _AuthMechAttr, login_always_fail
 
-from filters.api import AuthAttempt, Context, Phase, Reply
+from filters.api import Reply
 from proxy import metrics, replies
 from proxy.relay import BackendReply
 from proxy.replies import enhance, format_multiline
 from proxy.runtime import Runtime
 from proxy.session import SessionState, has_control_chars
+from proxy.smtp_auth import AuthMixin
 
 __all__ = ["GateSMTP"]
 
@@ -103,7 +102,7 @@ class _Commands(dict[str, Any]):
         return functools.partial(self._gate._run_command, command)
 
 
-class GateSMTP(SMTP):
+class GateSMTP(AuthMixin, SMTP):
     COMMANDS: ClassVar[frozenset[str]] = frozenset()  # filled below the class, from its smtp_* methods
 
     def __init__(self, runtime: Runtime, listener: str, tls_context: ssl.SSLContext | None) -> None:
@@ -339,90 +338,6 @@ class GateSMTP(SMTP):
         content: bytes = envelope.original_content or b""
         reply = await self.state.on_data(content)
         return self._status(reply)
-
-    # -- AUTH (async, unlike aiosmtpd's authenticator hook) ------------------------
-
-    async def _login(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
-        st, rt = self.state, self.runtime
-        try:
-            user = login.decode("utf-8")
-            secret = password.decode("utf-8")
-        except UnicodeDecodeError:
-            await self.push("501 5.5.4 Invalid UTF-8 in credentials")
-            return AuthResult(success=False, handled=True)
-        if rt.authenticator is None:
-            return AuthResult(success=False, handled=False)
-        try:
-            ok = await rt.authenticator.authenticate(user, secret, client_ip=st.peer_ip)
-        except Exception:
-            log.exception("session=%s auth backend error", st.id)
-            await self.push("454 4.7.0 Temporary authentication failure")
-            metrics.AUTH_ATTEMPTS.labels(mechanism, "error").inc()
-            return AuthResult(success=False, handled=True)
-        attempt = AuthAttempt(mechanism, user, ok)
-        ctx = st.context(Phase.AUTH)
-        ctx = Context(Phase.AUTH, ctx.session, ctx.envelope, None, attempt, {})
-        result = await rt.pipeline.run(Phase.AUTH, ctx, st.board)
-        if ok and result.reply is not None:
-            await self.push(str(result.reply))
-            metrics.AUTH_ATTEMPTS.labels(mechanism, "refused").inc()
-            return AuthResult(success=False, handled=True)
-        metrics.AUTH_ATTEMPTS.labels(mechanism, "success" if ok else "failure").inc()
-        log.info("session=%s auth mechanism=%s user=%r result=%s", st.id, mechanism, user,
-                 "success" if ok else "failure")
-        if ok:
-            st.login = user
-            if rt.penalties is not None:
-                rt.penalties.record_success(st.peer_ip)
-            return AuthResult(success=True, auth_data=LoginPassword(login, b""))
-        if rt.penalties is not None and rt.penalties.record_failure(st.peer_ip):
-            metrics.PENALTY_BOX.inc()
-            log.warning("session=%s client=%s penalty-box=entered", st.id, st.peer_ip)
-            await self.push("421 4.7.0 Too many failed login attempts, closing connection")
-            if self.transport is not None:
-                self.transport.close()
-            return AuthResult(success=False, handled=True)
-        return AuthResult(success=False, handled=False)
-
-    async def _auth_allowed(self) -> bool:
-        pen = self.runtime.penalties
-        if pen is not None and pen.is_blocked(self.state.peer_ip):
-            await self.push("454 4.7.0 Too many failed login attempts, try again later")
-            return False
-        if self.runtime.authenticator is None:
-            await self.push("504 5.5.4 Authentication not available")
-            return False
-        return True
-
-    async def _b64(self, value: str) -> bytes | None:
-        try:
-            return base64.b64decode(value.encode(), validate=True)
-        except (binascii.Error, ValueError):
-            await self.push("501 5.5.2 Cannot decode base64")
-            return None
-
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
-        if not await self._auth_allowed():
-            return AuthResult(success=False, handled=True)
-        blob = await self.challenge_auth("") if len(args) == 1 else await self._b64(args[1])
-        if not isinstance(blob, bytes):
-            return AuthResult(success=False, handled=True)
-        parts = blob.split(b"\x00")
-        if len(parts) != 3:
-            await self.push("501 5.5.2 Cannot split PLAIN credentials")
-            return AuthResult(success=False, handled=True)
-        return await self._login("PLAIN", parts[1], parts[2])
-
-    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        if not await self._auth_allowed():
-            return AuthResult(success=False, handled=True)
-        login = await self.challenge_auth("Username:") if len(args) == 1 else await self._b64(args[1])
-        if not isinstance(login, bytes):
-            return AuthResult(success=False, handled=True)
-        password = await self.challenge_auth("Password:")
-        if not isinstance(password, bytes):
-            return AuthResult(success=False, handled=True)
-        return await self._login("LOGIN", login, password)
 
 
 def has_bad_chars(value: str) -> bool:
