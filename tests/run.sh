@@ -2,7 +2,7 @@
 # The whole test suite from a fresh Debian machine: installs the real components the
 # integration tests start (Postfix, spamd, NSD, Prometheus, Dovecot, swaks), creates a
 # virtualenv with spamgate and its test tools, then runs ruff, mypy --strict and pytest.
-# Extra arguments go to pytest, e.g. `bash tests/run.sh -k relay`.
+# Extra arguments go to pytest, e.g. `./tests/run.sh -k relay`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

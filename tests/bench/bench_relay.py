@@ -21,6 +21,7 @@ ratios against the naive forwarder measured in the same run. Loopback only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -30,13 +31,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.services.postfix import Postfix  # noqa: E402
+from tests.integration.services.postfix import running_postfix  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -121,7 +121,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="spamgate-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
-    cleanups: list[Callable[[], None]] = []
+    stack = contextlib.ExitStack()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -154,11 +154,9 @@ def main() -> int:
                 p = start([sys.executable, "-m", "proxy", "run", "--config", str(cfg)], port)
             targets.append((label, port, p.pid))
 
-        pf_dir = Path(tempfile.mkdtemp(prefix="spamgate-bench-pf-"))
-        pf_dir.chmod(0o755)
-        postfix = Postfix(pf_dir, extra_main=f"relay_domains = bench.test\nrelayhost = [127.0.0.1]:{sink}\n")
-        postfix.start()
-        cleanups.append(postfix.destroy)
+        postfix = stack.enter_context(
+            running_postfix(f"relay_domains = bench.test\nrelayhost = [127.0.0.1]:{sink}\n", "spamgate-bench-pf-")
+        )
         targets.append(("postfix (no proxy)", postfix.port, None))
         port = free_port()
         p = start([sys.executable, "-m", "proxy", "run", "--config",
@@ -186,8 +184,7 @@ def main() -> int:
             rss_s = f"{rss:12.1f}" if rss is not None else f"{'-':>12}"
             print(f"{label:28} {rate:8.0f} {rate / base[1]:8.2f} {cpu_s} {cpu_r} {rss_s}")
     finally:
-        for cleanup in cleanups:
-            cleanup()
+        stack.close()
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:

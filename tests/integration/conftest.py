@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.services.postfix import Postfix, free_port, wait_port
+from tests.integration.services.postfix import Postfix, free_port, running_postfix, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,16 +26,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def postfix() -> Iterator[Postfix]:
-    # Postfix's daemons drop root: their directories must be reachable by the postfix user,
-    # and pytest's own temporary directories are private (0700).
-    work = Path(tempfile.mkdtemp(prefix="spamgate-postfix-"))
-    work.chmod(0o755)
-    pf = Postfix(work)
-    pf.start()
-    try:
+    with running_postfix() as pf:
         yield pf
-    finally:
-        pf.destroy()
 
 
 class Spamgate:

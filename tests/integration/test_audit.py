@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import REPO, SpamgateFactory
-from tests.integration.services.postfix import Postfix
+from tests.integration.services.postfix import Postfix, running_postfix
 from tests.integration.services.testca import make_ca
 
 
@@ -30,15 +29,8 @@ def spamgate_audit(*args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def open_postfix() -> Iterator[Postfix]:
     """A second, private Postfix that trusts all of loopback: the textbook unprotected relay."""
-    # Postfix's daemons drop root, and pytest's temporary directories are private (0700).
-    work = Path(tempfile.mkdtemp(prefix="spamgate-open-postfix-"))
-    work.chmod(0o755)
-    pf = Postfix(work, extra_main="mynetworks = 127.0.0.0/8\n")
-    pf.start()
-    try:
+    with running_postfix("mynetworks = 127.0.0.0/8\n", prefix="spamgate-open-postfix-") as pf:
         yield pf
-    finally:
-        pf.destroy()
 
 
 def results(stdout: str) -> dict[str, str]:

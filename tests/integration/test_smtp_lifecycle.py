@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from tests.integration.protocol_support import (
     session,
     transaction,
 )
-from tests.integration.services.postfix import Postfix, free_port
+from tests.integration.services.postfix import Postfix, free_port, running_postfix
 
 SPAMGATE = [sys.executable, "-m", "proxy"]
 
@@ -40,14 +39,8 @@ def _close_clients() -> Iterator[None]:
 @pytest.fixture
 def private_postfix() -> Iterator[Postfix]:
     """A second Postfix this test may stop and start without disturbing the shared one."""
-    work = Path(tempfile.mkdtemp(prefix="spamgate-postfix2-"))
-    work.chmod(0o755)
-    pf = Postfix(work)
-    pf.start()
-    try:
+    with running_postfix(prefix="spamgate-postfix2-") as pf:
         yield pf
-    finally:
-        pf.destroy()
 
 
 class SilentServer:

@@ -7,13 +7,15 @@ own ``550 5.1.1 ... User unknown``, and relaying elsewhere is denied.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 USERS = ("alice", "bob", "carol", "postmaster", "secr", "professor", "dave")
@@ -196,3 +198,20 @@ biff = no
 
     def queue_ids_in_log(self) -> str:
         return self.maillog()
+
+
+@contextlib.contextmanager
+def running_postfix(extra_main: str = "", prefix: str = "spamgate-postfix-") -> Iterator[Postfix]:
+    """A started private Postfix, destroyed afterwards.
+
+    Its directory is a 0755 temporary one: Postfix's daemons drop root, and pytest's own
+    temporary directories are private (0700).
+    """
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work.chmod(0o755)
+    pf = Postfix(work, extra_main=extra_main)
+    try:
+        pf.start()
+        yield pf
+    finally:
+        pf.destroy()
