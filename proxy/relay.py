@@ -112,14 +112,20 @@ class SmtpTransaction:
         self._client = client
         self._xforward = xforward
         self._done = False
+        # True while a command waits for its reply. If the wait is cancelled (the client went
+        # away), the reply may still arrive and be paired with a later command: such a
+        # connection is closed, never pooled.
+        self._in_flight = False
 
     async def _cmd(self, stage: str, *args: bytes) -> BackendReply:
+        self._in_flight = True
         try:
             with _Timed(stage):
                 resp = await self._conn.execute_command(*args)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
             raise _translate(exc) from exc
+        self._in_flight = False
         metrics.BACKEND_REPLIES.labels(stage, metrics.reply_class(resp.code)).inc()
         return BackendReply(resp.code, resp.message)
 
@@ -140,11 +146,14 @@ class SmtpTransaction:
         return await self._cmd("rcpt", b"RCPT", f"TO:<{rcpt}>".encode(), *(o.encode() for o in options))
 
     async def data(self, message: bytes) -> BackendReply:
+        self._in_flight = True
         try:
             with _Timed("data"):
                 resp = await self._conn.data(message)
+            self._in_flight = False
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code >= 400 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+                self._in_flight = False
                 metrics.BACKEND_REPLIES.labels("data", metrics.reply_class(exc.code)).inc()
                 return BackendReply(exc.code, exc.message)
             await self._drop()
@@ -164,6 +173,9 @@ class SmtpTransaction:
         if self._done:
             return
         self._done = True
+        if self._in_flight:
+            self._conn.close()
+            return
         if reset:
             try:
                 resp = await self._conn.execute_command(b"RSET")

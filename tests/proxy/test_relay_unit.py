@@ -45,10 +45,12 @@ def test_backend_reply_ok() -> None:
 class FakeMTA:
     """A scripted SMTP server that records every command line."""
 
-    def __init__(self, *, xclient: bool = True, xforward: bool = False, hang_on: str | None = None) -> None:
+    def __init__(self, *, xclient: bool = True, xforward: bool = False, hang_on: str | None = None,
+                 slow_on: str | None = None) -> None:
         self.xclient = xclient
         self.xforward = xforward
         self.hang_on = hang_on
+        self.slow_on = slow_on
         self.lines: list[bytes] = []
         self.data: list[bytes] = []
         self.connections = 0
@@ -81,6 +83,8 @@ class FakeMTA:
                 verb = line.split()[0].upper().decode() if line.strip() else ""
                 if verb == self.hang_on:
                     await asyncio.sleep(3600)
+                if verb == self.slow_on:
+                    await asyncio.sleep(0.5)
                 if verb == "EHLO":
                     ext = [b"PIPELINING", b"8BITMIME"]
                     if self.xclient:
@@ -240,3 +244,26 @@ async def test_xclient_off_sends_nothing(mta: FakeMTA) -> None:
     await txn.finish(reset=True)
     assert "XCLIENT" not in mta.verbs()
     await be.close()
+
+
+async def test_connection_with_a_cancelled_command_is_never_pooled() -> None:
+    # The client vanished while MAIL waited for the backend: that reply may still come and
+    # would be paired with the next client's command. The connection must be closed.
+    m = FakeMTA(slow_on="MAIL")
+    await m.start()
+    try:
+        be = _backend(m.port)
+        t = await be.begin(CLIENT)
+        task = asyncio.ensure_future(t.mail("a@example.org", []))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await t.finish(reset=True)
+        t2 = await be.begin(CLIENT)
+        assert m.connections == 2
+        assert "RSET" not in m.verbs()
+        await t2.finish(reset=False)
+        await be.close()
+    finally:
+        await m.stop()
