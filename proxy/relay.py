@@ -263,15 +263,19 @@ class SmtpBackend:
         for attempt in (0, 1):
             if conn is None:
                 conn = await self._connect()
+            identified = False
             try:
                 xforward = await self._identify(conn, client)
+                identified = True
                 return SmtpTransaction(self, conn, client, xforward)
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                conn.close()
-                conn = None
                 # A pooled connection may have been closed by the backend's idle timeout.
                 if attempt == 1:
                     raise _translate(exc) from exc
+            finally:
+                if not identified:  # failed, or cancelled mid-reply: never reuse it
+                    conn.close()
+            conn = None
         raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
