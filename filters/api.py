@@ -194,7 +194,8 @@ class SessionInfo:
     session_id: str
     peer_ip: str
     peer_port: int = 0
-    reverse_name: str | None = None
+    reverse_name: str | None = None  # the client's PTR name, confirmed or not
+    client_name: str | None = None  # the PTR name when it resolves back to peer_ip (FCrDNS)
     helo: str | None = None
     tls: bool = False
     tls_version: str | None = None

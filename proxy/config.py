@@ -144,6 +144,7 @@ class Dns(_Model):
     timeout: float = Field(default=2.0, gt=0)
     attempts: int = Field(default=2, ge=1)
     cache_size: int = Field(default=10000, ge=0)
+    reverse_lookup: bool = True
 
     @field_validator("nameservers")
     @classmethod
@@ -271,6 +272,8 @@ def default_config(maildir: str = "./spamgate-maildir", port: int = 2525) -> Con
             "listen": [{"host": "127.0.0.1", "port": port, "role": "mx"}],
             "backend": {"url": f"maildir:{maildir}"},
             "metrics": {"enabled": False},
+            # A bare machine may have no resolver: don't make every session wait for one.
+            "dns": {"reverse_lookup": False},
         },
         "<embedded default>",
     )

@@ -34,10 +34,18 @@ class ClientFacts:
 
     addr: str
     port: int = 0
-    name: str | None = None
+    name: str | None = None  # forward-confirmed reverse name
     helo: str | None = None
     proto: str = "ESMTP"
     login: str | None = None
+    reverse_name: str | None = None  # the PTR name, confirmed or not
+    name_tempfail: bool = False  # the reverse lookup failed temporarily
+
+    @property
+    def xclient_name(self) -> str:
+        if self.name:
+            return self.name
+        return "[TEMPUNAVAIL]" if self.name_tempfail else "[UNAVAILABLE]"
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,7 @@ class SmtpTransaction:
         if self._xforward:
             c = self._client
             attrs = [
-                f"NAME={xtext(c.name or '[UNAVAILABLE]')}",
+                f"NAME={xtext(c.xclient_name)}",
                 f"ADDR={xtext(_xclient_addr(c.addr))}",
                 f"PROTO={c.proto}",
                 f"HELO={xtext(c.helo or '[UNAVAILABLE]')}",
@@ -239,16 +247,18 @@ class SmtpBackend:
         if self.cfg.xclient == "off":
             return False
         if conn.supports_extension("xclient"):
-            attrs = [
-                f"ADDR={xtext(_xclient_addr(client.addr))}",
-                f"NAME={xtext(client.name or '[UNAVAILABLE]')}",
-                f"HELO={xtext(client.helo or '[UNAVAILABLE]')}",
-                f"PROTO={client.proto}",
-            ]
-            if client.port:
-                attrs.append(f"PORT={client.port}")
-            if client.login:
-                attrs.append(f"LOGIN={xtext(client.login)}")
+            offered = set(conn.esmtp_extensions.get("xclient", "").upper().split())
+            wanted = {
+                "ADDR": _xclient_addr(client.addr),
+                "NAME": client.xclient_name,
+                "REVERSE_NAME": client.reverse_name or client.xclient_name,
+                "HELO": client.helo or "[UNAVAILABLE]",
+                "PROTO": client.proto,
+                "PORT": str(client.port) if client.port else None,
+                "LOGIN": client.login,
+            }
+            # Send only what the backend says it understands (an unknown attribute is a 501).
+            attrs = [f"{k}={xtext(v)}" for k, v in wanted.items() if v is not None and (not offered or k in offered)]
             resp = await conn.execute_command(b"XCLIENT", " ".join(attrs).encode())
             # Postfix answers 220 (a fresh greeting); other implementations (smtp-sink) 250.
             if not 200 <= resp.code < 300:

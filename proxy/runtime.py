@@ -10,6 +10,7 @@ from filters.runner import Pipeline
 from filters.scoring import Thresholds
 from proxy.config import Config, Listener
 from proxy.quarantine import Quarantine
+from proxy.rdns import ReverseResolver
 from proxy.relay import BackendProtocol
 
 __all__ = ["Authenticator", "Penalties", "Runtime", "SessionCounter"]
@@ -53,6 +54,7 @@ class Runtime:
     quarantine: Quarantine | None = None
     authenticator: Authenticator | None = None
     penalties: Penalties | None = None
+    rdns: ReverseResolver | None = None
     shutting_down: bool = False
 
     @property

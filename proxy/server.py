@@ -18,6 +18,7 @@ from proxy.http import HealthServer
 from proxy.maildir import MaildirBackend
 from proxy.pipeline import PluginError, build_pipeline
 from proxy.quarantine import Quarantine
+from proxy.rdns import ReverseResolver
 from proxy.relay import BackendProtocol, SmtpBackend
 from proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
 from proxy.smtp import GateSMTP, spawn
@@ -68,6 +69,7 @@ def build_runtime(cfg: Config, counter: SessionCounter, backend: BackendProtocol
         quarantine=Quarantine(qdir),
         authenticator=authenticator,
         penalties=penalties,
+        rdns=ReverseResolver(cfg.filter_env().dns) if cfg.dns.reverse_lookup else None,
     )
 
 

@@ -17,6 +17,7 @@ from filters.runner import PhaseResult, Scoreboard
 from filters.scoring import Action, choose_action, spam_headers
 from proxy import metrics, replies
 from proxy.message import build_final, canonicalize, find_bare_newlines, received_header
+from proxy.rdns import ClientNames
 from proxy.relay import BackendError, BackendReply, ClientFacts, Transaction
 from proxy.runtime import Runtime
 
@@ -57,6 +58,7 @@ class SessionState:
     peer_ip: str
     peer_port: int
     helo: str | None = None
+    names: ClientNames = field(default_factory=ClientNames)
     esmtp: bool = True
     tls: str | None = None
     tls_version: str | None = None
@@ -72,6 +74,8 @@ class SessionState:
             session_id=self.id,
             peer_ip=self.peer_ip,
             peer_port=self.peer_port,
+            reverse_name=self.names.reverse,
+            client_name=self.names.verified,
             helo=self.helo,
             tls=self.tls is not None,
             tls_version=self.tls_version,
@@ -103,8 +107,9 @@ class SessionState:
 
     def client_facts(self) -> ClientFacts:
         return ClientFacts(
-            addr=self.peer_ip, port=self.peer_port, helo=self.helo, proto="ESMTP" if self.esmtp else "SMTP",
-            login=self.login,
+            addr=self.peer_ip, port=self.peer_port, name=self.names.verified, helo=self.helo,
+            proto="ESMTP" if self.esmtp else "SMTP", login=self.login, reverse_name=self.names.reverse,
+            name_tempfail=self.names.temporary_failure,
         )
 
     # -- phases ---------------------------------------------------------------
@@ -113,6 +118,10 @@ class SessionState:
         return await self.runtime.pipeline.run(phase, ctx, board)
 
     async def on_connect(self) -> None:
+        rdns = self.runtime.rdns
+        if rdns is not None:
+            d = self.runtime.cfg.dns
+            self.names = await rdns.lookup_bounded(self.peer_ip, d.timeout * d.attempts + 0.5)
         result = await self.run_phase(Phase.CONNECT, self.context(Phase.CONNECT), self.board)
         if result.reply is not None:
             self.held = result
@@ -296,7 +305,8 @@ class SessionState:
         t = self.txn
         rcpt = t.recipients[0] if t is not None and len(t.recipients) == 1 else None
         return received_header(
-            helo=self.helo, peer_ip=self.peer_ip, reverse_name=None, hostname=self.runtime.cfg.server.hostname,
+            helo=self.helo, peer_ip=self.peer_ip, reverse_name=self.names.verified,
+            hostname=self.runtime.cfg.server.hostname,
             protocol=self.protocol, session_id=self.id, tls=self.tls, login=self.login, recipient=rcpt,
         )
 

@@ -107,6 +107,9 @@ def spamgate(postfix: Postfix, tmp_path: Path) -> Iterator[SpamgateFactory]:
             f'host = "127.0.0.1"\nport = {postfix.port}\ntimeout = 30\n'
         )
         auth = auth_toml if auth_toml is not None else 'local_domains = ["example.edu"]\n'
+        if "[dns]" not in extra_toml:
+            # No resolver on 127.0.0.1:53 here: reverse lookups would only wait for their timeout.
+            extra_toml = "[dns]\nreverse_lookup = false\n" + extra_toml
         config = (
             f'[server]\nhostname = "spamgate.test"\nstate_dir = "{work}/state"\nshutdown_grace = 5\n'
             f"{server_toml}\n{listen}\n[backend]\n{backend}\n"
