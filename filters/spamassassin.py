@@ -123,7 +123,7 @@ class SpamAssassinFilter:
         """The trace header the engine adds when relaying, so SpamAssassin sees the untrusted relay."""
         s = ctx.session
         helo = s.helo or "unknown"
-        rdns = s.reverse_name or "unknown"
+        rdns = s.client_name or "unknown"  # like our Received header: only a forward-confirmed name
         ip = f"IPv6:{s.peer_ip}" if ":" in s.peer_ip else s.peer_ip
         proto = "ESMTPSA" if s.authenticated_user else ("ESMTPS" if s.tls else "ESMTP")
         return (
