@@ -117,7 +117,8 @@ async def test_clean_message_is_ham_with_negative_weight(spamd: FakeSpamd) -> No
 
 
 async def test_message_sent_with_our_received_header_first(spamd: FakeSpamd) -> None:
-    ctx = make_context(message=MSG, peer_ip="198.51.100.7", helo="mail.example.org", reverse_name="mail.example.org")
+    ctx = make_context(message=MSG, peer_ip="198.51.100.7", helo="mail.example.org",
+                       reverse_name="mail.example.org", client_name="mail.example.org")
     await run_filter(make(spamd), Phase.DATA, ctx)
     body = spamd.requests[0].body
     assert body.startswith(b"Received: from mail.example.org (mail.example.org [198.51.100.7])\r\n\tby mx.example.edu")
