@@ -28,7 +28,7 @@ __all__ = ["Server", "make_backend", "tls_context"]
 log = logging.getLogger("spamgate.server")
 
 
-def tls_context(lst: Listener) -> ssl.SSLContext | None:
+def tls_context(lst: Listener, source: str = "<config>") -> ssl.SSLContext | None:
     if lst.tls_cert is None or lst.tls_key is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -36,7 +36,9 @@ def tls_context(lst: Listener) -> ssl.SSLContext | None:
     try:
         ctx.load_cert_chain(lst.tls_cert, lst.tls_key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"listen {lst.label}: tls_cert/tls_key: cannot load: {exc}") from None
+        raise ConfigError(
+            f"{source}: listen {lst.label!r}: tls_cert/tls_key: cannot load {lst.tls_cert} / {lst.tls_key}: {exc}"
+        ) from None
     return ctx
 
 
@@ -57,7 +59,7 @@ def _auth(cfg: Config) -> tuple[Authenticator | None, Penalties | None]:
 def build_runtime(cfg: Config, counter: SessionCounter, backend: BackendProtocol | None = None) -> Runtime:
     """Everything a config generation needs; raises ConfigError/PluginError before anything starts."""
     for lst in cfg.listen:
-        tls_context(lst)
+        tls_context(lst, cfg.source)
     pipeline = build_pipeline(cfg)
     authenticator, penalties = _auth(cfg)
     qdir = cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")
@@ -93,7 +95,7 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for lst in self.cfg.listen:
-            ctx = tls_context(lst)
+            ctx = tls_context(lst, self.cfg.source)
             srv = await loop.create_server(
                 lambda label=lst.label, c=ctx: self._factory(label, c),
                 host=lst.host,

@@ -44,3 +44,12 @@ def test_every_config_key_is_in_the_example() -> None:
             fields = Listener.model_fields
         missing = set(fields) - present
         assert not missing, f"[{section}] keys missing from deploy/spamgate.toml: {sorted(missing)}"
+
+
+def test_check_config_names_file_and_listener_for_missing_tls_files() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "proxy", "check-config", str(EXAMPLE)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert f"{EXAMPLE}: listen 'mx': tls_cert/tls_key: cannot load /etc/spamgate/tls/fullchain.pem" in r.stderr
