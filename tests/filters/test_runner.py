@@ -61,13 +61,23 @@ async def test_most_severe_wins_and_ties_go_to_lowest_order() -> None:
 
 
 async def test_filters_of_a_phase_run_concurrently() -> None:
-    slow = [Fixed(f"s{i}", delay=0.3) for i in range(5)]
-    p = Pipeline([Slot(f) for f in slow])
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    await p.run(Phase.DATA, ctx(), Scoreboard())
-    # Sequential would take 1.5 s; the bound is loose on purpose (noisy machines).
-    assert loop.time() - t0 < 1.2
+    # Each filter waits until all five have started: run one after another, the first would
+    # wait in vain and time out (an error outcome); run concurrently, all finish cleanly.
+    started: list[str] = []
+    everyone_in = asyncio.Event()
+
+    class Rendezvous(Fixed):
+        async def check(self, phase: Phase, ctx: Context) -> Verdict:
+            started.append(self.name)
+            if len(started) == 5:
+                everyone_in.set()
+            await everyone_in.wait()
+            return Verdict.cont()
+
+    p = Pipeline([Slot(Rendezvous(f"s{i}"), FilterSettings(timeout=5.0)) for i in range(5)])
+    res = await p.run(Phase.DATA, ctx(), Scoreboard())
+    assert [o.error for o in res.outcomes] == [None] * 5
+    assert sorted(started) == [f"s{i}" for i in range(5)]
 
 
 async def test_only_filters_declaring_the_phase_run_and_disabled_never() -> None:
