@@ -35,8 +35,9 @@ def setup_logging(level: str) -> None:
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # aiosmtpd logs every command line at INFO; our session log says what matters, once.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # aiosmtpd logs every command line at INFO and some events at WARNING, without our session
+    # id; our own log says what matters, once per event, with it.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def _load(args: argparse.Namespace) -> Config:

@@ -98,6 +98,8 @@ class _Commands(dict[str, Any]):
 
     def get(self, command: str, default: Any = None) -> Any:
         if command not in GateSMTP.COMMANDS:
+            state = getattr(self._gate, "state", None)
+            log.info("session=%s unknown-command=%r", state.id if state else "-", command[:32])
             return default
         return functools.partial(self._gate._run_command, command)
 

@@ -49,3 +49,20 @@ def test_null_sender_bounce_is_relayed_with_empty_return_path(postfix: Postfix, 
     got = postfix.wait_for(lambda m: mid.encode() in m)
     assert got.startswith(b"Return-Path: <>\n")
     assert "from=<>" in sg.log()
+
+
+def test_unknown_command_is_refused_and_logged_with_the_session(spamgate: SpamgateFactory) -> None:
+    from tests.integration.smtp_client import RawClient
+
+    sg = spamgate()
+    c = RawClient(sg.port)
+    try:
+        assert c.reply()[0] == 220
+        code, text = c.cmd("FROB now")
+        assert code == 500 and text.startswith("5.5.2 ")
+        assert c.cmd("QUIT")[0] == 221
+    finally:
+        c.close()
+    import re
+
+    assert re.search(r"session=[0-9a-f]{10} unknown-command='FROB'", sg.log())
