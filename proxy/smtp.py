@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
-from aiosmtpd.smtp import SMTP, _AuthMechAttr, login_always_fail
+from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_fail
 
 from filters.api import Reply
 from proxy import metrics, replies
@@ -287,6 +287,10 @@ class GateSMTP(AuthMixin, SMTP):
         return status
 
     def on_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that fails the TLS handshake is not our bug: aiosmtpd closes the connection.
+            log.warning("session=%s starttls=failed error=%r", self.state.id, error.__cause__)
+            return "454 4.7.0 TLS not available due to temporary reason"
         metrics.INTERNAL_ERRORS.inc()
         log.error("session=%s internal error in %s", getattr(self, "state", None) and self.state.id,
                   self._phase, exc_info=error)

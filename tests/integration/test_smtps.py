@@ -46,3 +46,27 @@ def test_smtps_login_and_delivery(postfix: Postfix, spamgate: SpamgateFactory, t
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{sg.metrics_port}/metrics", timeout=10).read().decode()
     assert 'spamgate_tls_sessions_total{listener="smtps",version="TLSv1.3"} 1.0' in metrics
     assert 'spamgate_auth_attempts_total{mechanism="PLAIN",result="success"} 1.0' in metrics
+
+
+def test_failed_starttls_handshake_is_not_an_internal_error(spamgate: SpamgateFactory, tmp_path: Path) -> None:
+    from tests.integration.smtp_client import RawClient
+
+    ca = make_ca(tmp_path / "ca")
+    sg = spamgate(listen_toml=(f'[[listen]]\nhost = "127.0.0.1"\nport = @PORT@\nrole = "mx"\n'
+                               f'tls_cert = "{ca.cert}"\ntls_key = "{ca.key}"\n'))
+    c = RawClient(sg.port)
+    try:
+        c.reply()
+        c.cmd("EHLO broken.example")
+        assert c.cmd("STARTTLS") == (220, "Ready to start TLS")
+        c.send(b"this is not a TLS ClientHello\r\n" * 4)
+        assert c.closed()
+    finally:
+        c.close()
+    # The server is unharmed and says why, without calling it a bug.
+    ctx = ssl.create_default_context(cafile=str(ca.ca_cert))
+    with smtplib.SMTP("127.0.0.1", sg.port, timeout=30) as s:
+        s.starttls(context=ctx)
+        assert s.ehlo("fine.example")[0] == 250
+    log = sg.log()
+    assert "starttls=failed" in log and "internal error" not in log
