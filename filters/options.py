@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from filters.api import OptionError
 
-__all__ = ["FilterOptions", "parse_options"]
+__all__ = ["FilterOptions", "IPNetwork", "Networks", "parse_options"]
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(value: Any) -> Any:
+    # Host bits are forgiven ("192.0.2.7/24" means 192.0.2.0/24), as in Postfix's mynetworks.
+    if isinstance(value, list | tuple):
+        return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+    return value
+
+
+Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)]
+"""A list of CIDRs in config: ``["10.0.0.0/8", "2001:db8::/32"]``."""
 
 
 class FilterOptions(BaseModel):

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from filters.dns import DnsAnswer
-from filters.options import FilterOptions
+from filters.options import FilterOptions, Networks
 
 __all__ = [
     "AnswerSpec",
@@ -144,17 +144,10 @@ class RblOptions(FilterOptions):
     lists: tuple[ListOptions, ...] = Field(min_length=1)
     reject_score: float | None = None
     skip_private: bool = True
-    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allow_networks: Networks = ()
     allow_domains: tuple[str, ...] = ()
     max_uris: int = Field(default=20, ge=0)
     exempt_recipients: tuple[str, ...] = ("postmaster",)
-
-    @field_validator("allow_networks", mode="before")
-    @classmethod
-    def _nets(cls, v: object) -> object:
-        if isinstance(v, list | tuple):
-            return tuple(ipaddress.ip_network(str(x), strict=False) for x in v)
-        return v
 
     @field_validator("allow_domains")
     @classmethod

@@ -19,7 +19,6 @@ Merge rules:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from filters.api import (
     Symbol,
     Verdict,
 )
+from filters.options import IPNetwork
 
 __all__ = [
     "ERROR_TEMPFAIL_REPLY",
@@ -52,7 +52,6 @@ log = logging.getLogger("spamgate.pipeline")
 
 ERROR_TEMPFAIL_REPLY = Reply(451, "4.7.1", "Temporary local problem, please try again later")
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from filters.api import DnsSettings, FilterEnv
+from filters.options import Networks
 
 __all__ = ["Config", "ConfigError", "FilterTable", "Listener", "default_config", "load_config", "parse_config"]
 
@@ -160,9 +161,6 @@ class Metrics(_Model):
     port: int = Field(default=9787, ge=0, le=65535)
 
 
-IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 class FilterTable(BaseModel):
     """``[filters.<name>]``: the common keys; everything else goes to the filter."""
 
@@ -174,15 +172,8 @@ class FilterTable(BaseModel):
     on_error: Literal["continue", "tempfail"] = "continue"
     max_score: float | None = None
     skip_authenticated: bool = False
-    skip_networks: tuple[IPNet, ...] = ()
+    skip_networks: Networks = ()
     mode: Literal["enforce", "observe"] = "enforce"
-
-    @field_validator("skip_networks", mode="before")
-    @classmethod
-    def _nets(cls, v: Any) -> Any:
-        if isinstance(v, list | tuple):
-            return tuple(ipaddress.ip_network(str(x), strict=False) for x in v)
-        return v
 
     @property
     def options(self) -> dict[str, Any]:
