@@ -25,19 +25,7 @@ from tests.integration.protocol_support import (
     transaction,
 )
 from tests.integration.services.postfix import Postfix
-
-VARIANTS = {
-    "lf_dot_lf": b"\n.\n",
-    "lf_dot_crlf": b"\n.\r\n",
-    "cr_dot_cr": b"\r.\r",
-    "crlf_dot_cr": b"\r\n.\r",
-    "cr_dot_crlf": b"\r.\r\n",
-    "crlf_dot_lf": b"\r\n.\n",
-    "lf_dot_cr": b"\n.\r",
-    "cr_dot_lf": b"\r.\n",
-    "crlf_nul_dot_crlf": b"\r\n\x00.\r\n",
-}
-BARE = {k: v for k, v in VARIANTS.items() if k != "crlf_nul_dot_crlf"}
+from tests.smuggling import ALL_VARIANTS, BARE_NEWLINE_VARIANTS
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +59,7 @@ def test_smuggling_variants_normalized(postfix: Postfix, spamgate: SpamgateFacto
     sg = spamgate(backend_toml=f'host = "127.0.0.1"\nport = {recorder.port}\ntimeout = 30\n')
     sent: dict[str, tuple[str, bytes]] = {}
     c = session(sg.port)
-    for name, seq in VARIANTS.items():
+    for name, seq in ALL_VARIANTS.items():
         mid = f"{new_id()}-{name}"
         wire = _payload(mid, seq)
         code, text = transaction(c, "sender@example.org", ["alice@example.edu"], wire)
@@ -91,7 +79,7 @@ def test_smuggling_variants_normalized(postfix: Postfix, spamgate: SpamgateFacto
 
     # On the wire to Postfix: one DATA per message, canonical CRLF, dot-stuffed.
     payloads = _backend_data(recorder.sent())
-    assert len(payloads) == len(VARIANTS)
+    assert len(payloads) == len(ALL_VARIANTS)
     for data in payloads:
         assert data.count(b"\n") == data.count(b"\r\n") and data.count(b"\r") == data.count(b"\r\n")
         assert b"\r\n.\r\n" not in data
@@ -106,12 +94,12 @@ def test_smuggling_variants_normalized(postfix: Postfix, spamgate: SpamgateFacto
     assert b"first part\r\n\x00.\r\nMAIL FROM:" in by_name["crlf_nul_dot_crlf"]
 
 
-@pytest.mark.parametrize("name", list(BARE))
+@pytest.mark.parametrize("name", list(BARE_NEWLINE_VARIANTS))
 def test_smuggling_rejected_in_reject_mode(name: str, postfix: Postfix, spamgate: SpamgateFactory) -> None:
     sg = spamgate('[limits]\nbare_newline = "reject"\n')
     mid = new_id()
     c = session(sg.port)
-    code, text = transaction(c, "sender@example.org", ["alice@example.edu"], _payload(mid, BARE[name]))
+    code, text = transaction(c, "sender@example.org", ["alice@example.edu"], _payload(mid, BARE_NEWLINE_VARIANTS[name]))
     assert code == 554 and text.startswith("5.6.0 "), (code, text)
     # The session survives and a clean message goes through, so "nothing delivered" is not a race.
     fence = new_id()
@@ -125,7 +113,7 @@ def test_smuggling_rejected_in_reject_mode(name: str, postfix: Postfix, spamgate
 def test_reject_mode_accepts_clean_crlf_and_nul_lines(postfix: Postfix, spamgate: SpamgateFactory) -> None:
     sg = spamgate('[limits]\nbare_newline = "reject"\n')
     mid = new_id()
-    wire = _payload(mid, VARIANTS["crlf_nul_dot_crlf"])
+    wire = _payload(mid, ALL_VARIANTS["crlf_nul_dot_crlf"])
     c = session(sg.port)
     assert transaction(c, "sender@example.org", ["alice@example.edu"], wire)[0] == 250
     got = postfix.wait_for(lambda m: mid.encode() in m)

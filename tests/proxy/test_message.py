@@ -8,19 +8,7 @@ import pytest
 
 from filters.api import HeaderRemoval
 from proxy.message import build_final, canonicalize, find_bare_newlines, format_header, received_header, strip_headers
-
-# The end-of-data lookalikes from SEC Consult's SMTP smuggling research (Dec 2023) and the
-# follow-ups (aiosmtpd CVE-2024-27305, Postfix/Sendmail/Exim advisories).
-SMUGGLING_VARIANTS = {
-    "lf_dot_lf": b"\n.\n",
-    "lf_dot_crlf": b"\n.\r\n",
-    "cr_dot_cr": b"\r.\r",
-    "crlf_dot_cr": b"\r\n.\r",
-    "cr_dot_crlf": b"\r.\r\n",
-    "crlf_dot_lf": b"\r\n.\n",
-    "lf_dot_cr": b"\n.\r",
-    "cr_dot_lf": b"\r.\n",
-}
+from tests.smuggling import BARE_NEWLINE_VARIANTS
 
 
 def _wire_lines(canonical: bytes) -> list[bytes]:
@@ -29,7 +17,7 @@ def _wire_lines(canonical: bytes) -> list[bytes]:
     return [b"." + ln if ln.startswith(b".") else ln for ln in canonical[:-2].split(b"\r\n")]
 
 
-@pytest.mark.parametrize("seq", list(SMUGGLING_VARIANTS.values()), ids=list(SMUGGLING_VARIANTS))
+@pytest.mark.parametrize("seq", list(BARE_NEWLINE_VARIANTS.values()), ids=list(BARE_NEWLINE_VARIANTS))
 def test_smuggled_end_of_data_becomes_ordinary_lines(seq: bytes) -> None:
     data = b"Subject: first\r\n\r\nbody" + seq + b"MAIL FROM:<evil@example.org>\r\n"
     assert find_bare_newlines(data)

@@ -25,6 +25,8 @@ import dns.query
 import dns.rcode
 import pytest
 
+from tests.integration.services.process import stop_process
+
 __all__ = ["NSD", "DnsServer", "dns_factory", "silent_udp_port", "start_dns", "zone"]
 
 NSD = shutil.which("nsd") or "/usr/sbin/nsd"
@@ -44,14 +46,7 @@ class DnsServer:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, 5)
 
 
 def zone(origin: str, records: Sequence[str], ttl: int = 60, negative_ttl: int = 60) -> str:

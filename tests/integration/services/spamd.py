@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.integration.services.process import stop_process
+
 SPAMD = shutil.which("spamd") or "/usr/sbin/spamd"
 SA_LEARN = shutil.which("sa-learn") or "/usr/bin/sa-learn"
 SA_EXAMPLES = Path("/usr/share/doc/spamassassin/examples")
@@ -161,13 +163,8 @@ class Spamd:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.thaw()
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.thaw()  # a stopped (SIGSTOP) spamd would ignore SIGTERM
+        stop_process(self.proc, 20)
         self.proc = None
 
     def close(self) -> None:
