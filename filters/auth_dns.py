@@ -1,22 +1,21 @@
-"""The DNS view of sender authentication: TXT, A, AAAA through the shared resolver, MX and PTR beside it.
+"""The DNS view of sender authentication: A, AAAA, TXT and PTR through the shared resolver, MX beside it.
 
-A, AAAA and TXT go through ``filters.dns.shared_resolver`` so SPF, DKIM and DMARC share
-the RBL filter's cache and metrics. That resolver does not know MX and PTR (SPF's
-``mx`` and ``ptr`` mechanisms need them), so those go through a dnspython resolver
-built from the same ``[dns]`` settings, with dnspython's own TTL cache.
+A, AAAA, TXT and PTR go through ``filters.dns.shared_resolver`` so SPF, DKIM and DMARC
+share the RBL filter's cache and metrics. That resolver does not know MX (SPF's ``mx``
+mechanism needs it), so MX goes through a resolver built from the same ``[dns]``
+settings by ``filters.dns.make_resolver``, with dnspython's own TTL cache.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import dns.asyncresolver
 import dns.exception
 import dns.name
 import dns.resolver
 
 from filters.api import DnsSettings
-from filters.dns import CachingResolver, shared_resolver
+from filters.dns import CachingResolver, make_resolver, shared_resolver
 
 __all__ = ["AuthDns", "DnsTempError", "Record"]
 
@@ -32,11 +31,7 @@ class AuthDns:
     def __init__(self, settings: DnsSettings, shared: CachingResolver | None = None) -> None:
         self.settings = settings
         self.shared = shared if shared is not None else shared_resolver(settings)
-        r = dns.asyncresolver.Resolver(configure=False)
-        r.nameservers = list(settings.nameservers)
-        r.port = settings.port
-        r.timeout = settings.timeout
-        r.lifetime = settings.timeout * settings.attempts
+        r = make_resolver(settings)
         r.cache = dns.resolver.LRUCache(max(1, settings.cache_size))
         self._other = r
 
@@ -49,7 +44,7 @@ class AuthDns:
 
         MX records come as (preference, exchange); PTR as names without the final dot.
         """
-        if qtype in ("A", "AAAA", "TXT"):
+        if qtype in ("A", "AAAA", "TXT", "PTR"):
             answer = await self.shared.query(name, qtype)
             if answer.status in ("nxdomain", "nodata"):
                 return []
@@ -64,9 +59,7 @@ class AuthDns:
             raise DnsTempError(f"{qtype} {name}: {type(exc).__name__}") from None
         if ans.rrset is None:
             return []
-        if qtype == "MX":
-            return [(int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in ans.rrset]
-        return [r.target.to_text(omit_final_dot=True) for r in ans.rrset]
+        return [(int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in ans.rrset]
 
     async def txt(self, name: str) -> list[str]:
         return [str(r) for r in await self.query(name, "TXT")]

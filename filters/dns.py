@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import dns.asyncbackend
+import dns.asyncquery
 import dns.asyncresolver
 import dns.exception
 import dns.message
@@ -29,11 +32,59 @@ import dns.rrset
 from prometheus_client import Counter, Histogram
 
 from filters.api import DnsSettings
+from filters.outage import Outage
 
-__all__ = ["MAX_TTL", "CachingResolver", "DnsAnswer", "TtlCache", "shared_resolver"]
+__all__ = ["MAX_TTL", "CachingResolver", "DnsAnswer", "TtlCache", "make_resolver", "probe", "shared_resolver"]
 
 Status = Literal["ok", "nxdomain", "nodata", "timeout", "error"]
-RdType = Literal["A", "AAAA", "TXT"]
+RdType = Literal["A", "AAAA", "TXT", "PTR"]
+log = logging.getLogger("spamgate.dns")
+
+
+class _ConnectedUdpBackend(type(dns.asyncbackend.get_backend("asyncio"))):  # type: ignore[misc]
+    """dnspython's asyncio backend, with UDP sockets connected to the nameserver.
+
+    On an unconnected socket the ICMP "port unreachable" of a nameserver that isn't
+    running is never seen, so every query waits out timeout x attempts (4 s per
+    connection with the defaults). Connected, the refusal arrives at once as
+    ECONNREFUSED, and dnspython drops that nameserver instead of retrying it.
+    """
+
+    def datagram_connection_required(self) -> bool:
+        return True
+
+
+_BACKEND = _ConnectedUdpBackend()
+
+
+class _FailFastResolver(dns.asyncresolver.Resolver):
+    async def resolve(self, *args: Any, **kwargs: Any) -> dns.resolver.Answer:
+        kwargs.setdefault("backend", _BACKEND)
+        return await super().resolve(*args, **kwargs)
+
+
+def make_resolver(settings: DnsSettings) -> dns.asyncresolver.Resolver:
+    """The one way spamgate builds a dnspython resolver from ``[dns]``: fail-fast, no dnspython cache."""
+    r = _FailFastResolver(configure=False)
+    r.nameservers = list(settings.nameservers)
+    r.port = settings.port
+    r.timeout = settings.timeout
+    r.lifetime = settings.timeout * settings.attempts
+    r.cache = None
+    return r
+
+
+async def probe(settings: DnsSettings, wait: float = 1.0) -> str | None:
+    """None when at least one nameserver answers (any rcode); else why none does."""
+    query = dns.message.make_query(".", "NS")
+    errors = []
+    for ns in settings.nameservers:
+        try:
+            await dns.asyncquery.udp(query, ns, timeout=wait, port=settings.port, backend=_BACKEND)
+            return None
+        except (dns.exception.DNSException, OSError) as exc:
+            errors.append(f"{ns}:{settings.port}: {_first_line(exc)}")
+    return "; ".join(errors) or "no nameservers configured"
 
 # Bounds staleness whatever a zone says: a delisted host should not wait a day.
 MAX_TTL = 3600
@@ -114,6 +165,8 @@ def _negative_ttl(response: dns.message.Message | None) -> int:
 def _records(rdtype: RdType, rrset: dns.rrset.RRset) -> tuple[str, ...]:
     if rdtype == "TXT":
         return tuple(b"".join(r.strings).decode("utf-8", "replace") for r in rrset)
+    if rdtype == "PTR":
+        return tuple(r.target.to_text(omit_final_dot=True).lower() for r in rrset)
     return tuple(sorted(r.address for r in rrset))
 
 
@@ -123,13 +176,9 @@ class CachingResolver:
     def __init__(self, settings: DnsSettings) -> None:
         self.settings = settings
         self.cache = TtlCache(settings.cache_size)
-        r = dns.asyncresolver.Resolver(configure=False)
-        r.nameservers = list(settings.nameservers)
-        r.port = settings.port
-        r.timeout = settings.timeout
-        r.lifetime = settings.timeout * settings.attempts
-        r.cache = None
-        self._resolver = r
+        self._resolver = make_resolver(settings)
+        where = ",".join(f"{ns}:{settings.port}" for ns in settings.nameservers)
+        self.outage = Outage(f"dns {where}", log)
         self._inflight: dict[tuple[str, RdType], asyncio.Task[DnsAnswer]] = {}
 
     @property
@@ -179,6 +228,9 @@ class CachingResolver:
         QUERIES.labels(rdtype, answer.status).inc()
         if answer.status in ("ok", "nxdomain", "nodata"):
             self.cache.put(key, answer)
+            self.outage.ok()
+        elif answer.status == "timeout" or answer.detail.startswith("unreachable"):
+            self.outage.failed(answer.detail)
         return answer
 
     async def _resolve(self, qname: dns.name.Name, rdtype: RdType) -> DnsAnswer:
@@ -189,6 +241,11 @@ class CachingResolver:
             return DnsAnswer("nxdomain", ttl=_negative_ttl(responses.get(qname)))
         except dns.exception.Timeout:
             return DnsAnswer("timeout", detail="resolver lifetime exceeded")
+        except dns.resolver.NoNameservers as exc:
+            errors = exc.kwargs.get("errors") or []
+            if errors and all(isinstance(e[3], OSError) for e in errors):
+                return DnsAnswer("error", detail=f"unreachable: {_unreachable(errors)}")
+            return DnsAnswer("error", detail=_first_line(exc))
         except dns.exception.DNSException as exc:
             return DnsAnswer("error", detail=_first_line(exc))
         except OSError as exc:
@@ -196,6 +253,10 @@ class CachingResolver:
         if ans.rrset is None:
             return DnsAnswer("nodata", ttl=_negative_ttl(ans.response))
         return DnsAnswer("ok", _records(rdtype, ans.rrset), ttl=int(ans.rrset.ttl))
+
+
+def _unreachable(errors: list[Any]) -> str:
+    return "; ".join(f"{e[0]}: {e[3].strerror or e[3]}" for e in errors[:3])
 
 
 def _first_line(exc: Exception) -> str:

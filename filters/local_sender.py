@@ -3,12 +3,18 @@
 The spoof spamgate exists to stop is a stranger saying ``MAIL FROM:<secr@example.edu>``
 (or just ``From: secr@example.edu``) to a server that then delivers it to colleagues.
 
-* MAIL, unauthenticated, on a ``submission``/``smtps`` listener: ``530 5.7.0``;
 * MAIL, unauthenticated, sender in a local domain: ``553 5.7.1 ... not logged in``;
 * MAIL, authenticated, sender not owned by the login (sender-login map, default: the
   login's own address): ``553 5.7.1 ... not owned by user <login>``;
 * DATA, unauthenticated, a ``From:`` header in a local domain: ``550 5.7.1`` or a score
-  (mailing lists that keep the author's From: make ``score`` the gentler choice).
+  (mailing lists that keep the author's From: make ``score`` the gentler choice);
+* DATA, authenticated, a ``From:`` address the login does not own (same rule as the
+  envelope): ``550 5.7.1 ... not owned by user <login>`` or a score, so a logged-in
+  account cannot impersonate a colleague in the header people read.
+
+Unauthenticated MAIL on ``submission``/``smtps`` listeners is refused by the engine
+itself (``530 5.7.0``), whatever filters run. Setting ``[auth] local_domains`` turns
+this filter on unless its table says ``enabled = false``.
 """
 
 from __future__ import annotations
@@ -24,23 +30,22 @@ from filters.sender_login import SenderLoginMap, load_sender_login_map, may_send
 __all__ = ["LocalSenderFilter", "LocalSenderOptions"]
 
 SYM_UNAUTH = "LOCAL_SENDER_UNAUTH"
-SYM_AUTH_REQUIRED = "LOCAL_SENDER_AUTH_REQUIRED"
 SYM_NOT_OWNED = "LOCAL_SENDER_NOT_OWNED"
 SYM_FROM_UNAUTH = "LOCAL_FROM_UNAUTH"
+SYM_FROM_NOT_OWNED = "LOCAL_FROM_NOT_OWNED"
 
 
 class LocalSenderOptions(FilterOptions):
     sender_login_map: str | None = None
     null_sender_ok: bool = True
     authenticated_senders: Literal["map", "any"] = "map"
-    require_auth_roles: tuple[str, ...] = ("submission", "smtps")
     from_header: Literal["reject", "score", "off"] = "reject"
     from_header_score: float = 10.0
 
 
 class LocalSenderFilter:
     phases = frozenset({Phase.MAIL, Phase.DATA})
-    symbols = frozenset({SYM_UNAUTH, SYM_AUTH_REQUIRED, SYM_NOT_OWNED, SYM_FROM_UNAUTH})
+    symbols = frozenset({SYM_UNAUTH, SYM_NOT_OWNED, SYM_FROM_UNAUTH, SYM_FROM_NOT_OWNED})
 
     def __init__(self, name: str, options: Mapping[str, Any], env: FilterEnv) -> None:
         self.name = name
@@ -67,11 +72,6 @@ class LocalSenderFilter:
         login = ctx.session.authenticated_user
         addr = (ctx.envelope.mail_from or "").strip().strip("<>")
         if login is None:
-            if ctx.session.listener_role in self.opts.require_auth_roles:
-                return Verdict.reject(
-                    Reply(530, "5.7.0", "Authentication required"),
-                    Symbol(SYM_AUTH_REQUIRED, 0.0, f"role {ctx.session.listener_role}"),
-                )
             if self.env.is_local_domain(domain_of(addr)):
                 return Verdict.reject(
                     Reply(553, "5.7.1", f"<{addr}>: Sender address rejected: not logged in"),
@@ -91,18 +91,26 @@ class LocalSenderFilter:
         )
 
     def _check_from_header(self, ctx: Context) -> Verdict:
-        if self.opts.from_header == "off" or ctx.session.authenticated_user is not None or ctx.message is None:
+        if self.opts.from_header == "off" or ctx.message is None:
             return Verdict.cont()
-        local = [a for _, a in getaddresses(ctx.message.get_all("From")) if self.env.is_local_domain(domain_of(a))]
-        if not local:
+        senders = [a for _, a in getaddresses(ctx.message.get_all("From")) if a]
+        login = ctx.session.authenticated_user
+        if login is None:
+            local = [a for a in senders if self.env.is_local_domain(domain_of(a))]
+            if not local:
+                return Verdict.cont()
+            return self._from_verdict(SYM_FROM_UNAUTH, local[0], "From: header in a local domain needs authentication")
+        if self.opts.authenticated_senders == "any":
             return Verdict.cont()
-        addr = local[0]
+        for addr in senders:
+            if not may_send_as(login, addr, self.sender_map, local_domains=self.env.local_domains):
+                return self._from_verdict(SYM_FROM_NOT_OWNED, addr, f"From: header address not owned by user {login}")
+        return Verdict.cont()
+
+    def _from_verdict(self, symbol: str, addr: str, why: str) -> Verdict:
         if self.opts.from_header == "score":
-            return Verdict.cont(Symbol(SYM_FROM_UNAUTH, self.opts.from_header_score, addr))
-        return Verdict.reject(
-            Reply(550, "5.7.1", f"<{addr}>: From: header in a local domain needs authentication"),
-            Symbol(SYM_FROM_UNAUTH, 0.0, addr),
-        )
+            return Verdict.cont(Symbol(symbol, self.opts.from_header_score, addr))
+        return Verdict.reject(Reply(550, "5.7.1", f"<{addr}>: {why}"), Symbol(symbol, 0.0, addr))
 
     async def close(self) -> None:
         pass

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import types
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from filters.api import OptionError
 
-__all__ = ["FilterOptions", "IPNetwork", "Networks", "parse_options"]
+__all__ = ["FilterOptions", "IPNetwork", "Networks", "describe_error", "lists_to_tuples", "parse_options"]
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,10 +28,75 @@ Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)]
 """A list of CIDRs in config: ``["10.0.0.0/8", "2001:db8::/32"]``."""
 
 
-class FilterOptions(BaseModel):
-    """Base for option models: unknown keys are errors, values are immutable."""
+def _is_tuple(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is tuple:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_is_tuple(a) for a in get_args(annotation))
+    return False
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def lists_to_tuples(model: type[BaseModel], data: Any) -> Any:
+    """TOML has arrays, our models have tuples: convert exactly where a tuple is expected.
+
+    This is what makes strict validation possible: pydantic's lax mode would also turn
+    ``"32500"`` into 32500 and ``"yes"`` into True, which hides typos in a mail server's config.
+    """
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, info in model.model_fields.items():
+        if isinstance(out.get(name), list) and _is_tuple(info.annotation):
+            out[name] = tuple(out[name])
+    return out
+
+
+_EXPECTED = {
+    "int_type": "an integer", "float_type": "a number", "bool_type": "true or false", "string_type": "a string",
+    "tuple_type": "a list", "list_type": "a list", "model_type": "a table", "dict_type": "a table",
+    "model_attributes_type": "a table",
+}
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+def describe_error(err: Any) -> str:
+    """A pydantic error as an admin reads it: what was expected, and what the file says."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    expected = _EXPECTED.get(kind)
+    if expected:
+        return f"expected {expected}, got {_got(err.get('input'))}"
+    msg = str(err["msg"])
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+class FilterOptions(BaseModel):
+    """Base for option models: unknown keys are errors, values are immutable, types are strict.
+
+    Strict means no coercion: ``timeout = "5"`` is an error, not 5.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arrays(cls, data: Any) -> Any:
+        return lists_to_tuples(cls, data)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -42,5 +108,5 @@ def parse_options(model: type[M], options: Mapping[str, Any]) -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "?"
-        msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown option" if err["type"] == "extra_forbidden" else describe_error(err)
         raise OptionError(key, msg) from None

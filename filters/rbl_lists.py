@@ -69,9 +69,9 @@ class AnswerSpec:
         return self.low <= value <= self.high
 
 
-def _specs(value: str | list[str]) -> tuple[AnswerSpec, ...]:
+def _specs(value: str | list[str] | tuple[str, ...]) -> tuple[AnswerSpec, ...]:
     items = [value] if isinstance(value, str) else value
-    return tuple(AnswerSpec.parse(v) for v in items)
+    return tuple(v if isinstance(v, AnswerSpec) else AnswerSpec.parse(v) for v in items)
 
 
 class ListOptions(FilterOptions):
@@ -102,7 +102,7 @@ class ListOptions(FilterOptions):
     @field_validator("answers", "error_answers", mode="before")
     @classmethod
     def _answers(cls, v: object) -> object:
-        return _specs(v) if isinstance(v, str | list) else v
+        return _specs(v) if isinstance(v, str | list | tuple) else v
 
     @field_validator("codes")
     @classmethod

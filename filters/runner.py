@@ -36,6 +36,7 @@ from filters.api import (
     Verdict,
 )
 from filters.options import IPNetwork
+from filters.outage import Outage
 
 __all__ = [
     "ERROR_TEMPFAIL_REPLY",
@@ -168,6 +169,8 @@ class Pipeline:
     def __init__(self, slots: Sequence[Slot], listener: OutcomeListener | None = None) -> None:
         self.slots = tuple(sorted((s for s in slots if s.settings.enabled), key=lambda s: s.settings.order))
         self.listener = listener
+        # A filter failing on every message is one fact (spamd is down), not one log line per message.
+        self._outages = {s.name: Outage(f"filter:{s.name}", log) for s in self.slots}
         self._by_phase = {
             phase: tuple(s for s in self.slots if phase in s.filter.phases) for phase in Phase
         }
@@ -183,23 +186,28 @@ class Pipeline:
             verdict = await asyncio.wait_for(slot.filter.check(phase, ctx), slot.settings.timeout)
             if not isinstance(verdict, Verdict):
                 raise TypeError(f"check() returned {type(verdict).__name__}, not Verdict")
-        except TimeoutError:
+        except TimeoutError as exc:
             error = "timeout"
-            log.warning(
-                "session=%s filter=%s phase=%s error=timeout after=%.3fs",
-                ctx.session.session_id, slot.name, phase.value, slot.settings.timeout,
-            )
-        except Exception:
+            self._outage(slot).failed(f"timeout after {slot.settings.timeout:g}s", exc)
+            log.debug("session=%s filter=%s phase=%s error=timeout", ctx.session.session_id, slot.name, phase.value)
+        except Exception as exc:
             error = "exception"
-            log.exception(
-                "session=%s filter=%s phase=%s error=exception", ctx.session.session_id, slot.name, phase.value
-            )
+            self._outage(slot).failed(f"{type(exc).__name__}: {exc}", exc)
+            log.debug("session=%s filter=%s phase=%s error=%r", ctx.session.session_id, slot.name, phase.value, exc)
+        else:
+            self._outage(slot).ok()
         if error is not None:
             verdict = self._error_verdict(slot, error)
         outcome = Outcome(slot.name, phase, verdict, time.perf_counter() - start, error, observed)
         if self.listener is not None:
             self.listener(outcome, ctx)
         return outcome
+
+    def _outage(self, slot: Slot) -> Outage:
+        outage = self._outages.get(slot.name)
+        if outage is None:
+            outage = self._outages[slot.name] = Outage(f"filter:{slot.name}", log)
+        return outage
 
     @staticmethod
     def _error_verdict(slot: Slot, error: str) -> Verdict:

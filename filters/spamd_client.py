@@ -24,6 +24,8 @@ from aiospamc.header_values import ActionOption, MessageClassOption, MessageClas
 from aiospamc.requests import Request
 from aiospamc.responses import ResponseException
 
+from filters.outage import DependencyError
+
 __all__ = [
     "ErrorKind",
     "Rule",
@@ -53,7 +55,7 @@ class SpamdSettings:
         return f"unix:{self.socket}" if self.socket else f"{self.host}:{self.port}"
 
 
-class SpamdError(Exception):
+class SpamdError(DependencyError):
     """spamd could not be asked or gave no usable answer."""
 
     def __init__(self, kind: ErrorKind, message: str) -> None:

@@ -61,7 +61,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print("# filter order per phase:")
     print(describe(runtime.pipeline))
     asyncio.run(runtime.pipeline.close())
+    for warning in _warnings(cfg):
+        print(f"spamgate: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _warnings(cfg: Config) -> list[str]:
+    from filters.dns import probe
+    from proxy.server import uses_dns
+
+    out = cfg.warnings()
+    if uses_dns(cfg):
+        env = cfg.filter_env()
+        problem = asyncio.run(probe(env.dns))
+        if problem is not None:
+            out.append(f"dns: no resolver answers ({problem}): reverse lookups and DNS lists will fail; "
+                       "run a local caching resolver (e.g. unbound) and set [dns] nameservers")
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:

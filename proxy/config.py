@@ -6,18 +6,22 @@ are errors; every error names the file and the key.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import dns.resolver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from filters.api import DnsSettings, FilterEnv
-from filters.options import Networks
+from filters.options import Networks, describe_error, lists_to_tuples
 
 __all__ = ["Config", "ConfigError", "FilterTable", "Listener", "default_config", "load_config", "parse_config"]
+
+LOCAL_SENDER = "local_sender"  # the filter that [auth] local_domains turns on by default
 
 
 class ConfigError(Exception):
@@ -25,7 +29,12 @@ class ConfigError(Exception):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arrays(cls, data: Any) -> Any:
+        return lists_to_tuples(cls, data)
 
 
 class Server(_Model):
@@ -94,6 +103,9 @@ class Limits(_Model):
     max_recipients: int = Field(default=100, ge=1)
     max_sessions: int = Field(default=1000, ge=1)
     max_sessions_per_ip: int = Field(default=50, ge=1)
+    # Like Postfix's smtpd_client_connection_limit_exceptions (default $mynetworks): the
+    # machine's own clients (and a content filter in front) are never capped per IP.
+    exempt_networks: Networks = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     max_errors: int = Field(default=10, ge=1)
     command_timeout: float = Field(default=300.0, gt=0)
     data_timeout: float = Field(default=600.0, gt=0)
@@ -139,13 +151,28 @@ class Auth(_Model):
         return self
 
 
+@functools.cache
+def system_nameservers(path: str = "/etc/resolv.conf") -> tuple[str, ...]:
+    """The resolvers the system uses (as Postfix does); 127.0.0.1 when there are none."""
+    try:
+        found = dns.resolver.Resolver(filename=path, configure=True).nameservers
+    except (dns.resolver.NoResolverConfiguration, OSError):
+        return ("127.0.0.1",)
+    return tuple(str(ns) for ns in found if isinstance(ns, str)) or ("127.0.0.1",)
+
+
 class Dns(_Model):
-    nameservers: tuple[str, ...] = ("127.0.0.1",)
+    nameservers: tuple[str, ...] = ()  # empty: the ones in /etc/resolv.conf
     port: int = Field(default=53, ge=1, le=65535)
     timeout: float = Field(default=2.0, gt=0)
     attempts: int = Field(default=2, ge=1)
     cache_size: int = Field(default=10000, ge=0)
     reverse_lookup: bool = True
+    reverse_lookup_timeout: float = Field(default=1.0, gt=0, le=10)
+
+    @property
+    def effective_nameservers(self) -> tuple[str, ...]:
+        return self.nameservers or system_nameservers()
 
     @field_validator("nameservers")
     @classmethod
@@ -164,7 +191,12 @@ class Metrics(_Model):
 class FilterTable(BaseModel):
     """``[filters.<name>]``: the common keys; everything else goes to the filter."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arrays(cls, data: Any) -> Any:
+        return lists_to_tuples(cls, data)
 
     enabled: bool = False
     order: int = 100
@@ -204,14 +236,41 @@ class Config(_Model):
 
     @property
     def enabled_filters(self) -> dict[str, FilterTable]:
-        return {n: t for n, t in self.filters.items() if t.enabled}
+        tables = dict(self.filters)
+        # Secure by default: naming local domains is asking for the local-sender policy,
+        # unless the admin explicitly wrote enabled = false for it (check-config warns).
+        local = tables.get(LOCAL_SENDER, FilterTable())
+        if self.auth.local_domains and "enabled" not in local.model_fields_set:
+            tables[LOCAL_SENDER] = local.model_copy(update={"enabled": True})
+        return {n: t for n, t in tables.items() if t.enabled}
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but unsafe: check-config prints them, start-up logs them."""
+        out = []
+        local = self.filters.get(LOCAL_SENDER)
+        if self.auth.local_domains and local is not None and "enabled" in local.model_fields_set and not local.enabled:
+            out.append(f"[filters.{LOCAL_SENDER}] enabled = false: with auth.local_domains set, anyone can send "
+                       "as a local address without logging in (local senders can be spoofed)")
+        elif self.auth.local_domains and local is not None and local.mode == "observe":
+            out.append(f"[filters.{LOCAL_SENDER}] mode = observe: spoofed local senders are only logged, not refused")
+        if not self.auth.local_domains:
+            out.append("auth.local_domains is empty: spamgate cannot tell local senders, so nobody has to log in "
+                       "to send as your domain")
+        for lst in self.listen:
+            if lst.role in ("submission", "smtps") and self.auth.backend == "none":
+                out.append(f"listen {lst.label!r} (role {lst.role}) requires AUTH, but auth.backend = none: "
+                           "nobody can log in to send there")
+            elif lst.role == "submission" and lst.tls_cert is None and not lst.allow_plaintext_auth:
+                out.append(f"listen {lst.label!r} (role submission) has no tls_cert: AUTH needs TLS, "
+                           "so nobody can log in to send there")
+        return out
 
     def filter_env(self) -> FilterEnv:
         d = self.dns
         return FilterEnv(
             hostname=self.server.hostname,
             local_domains=self.auth.local_domains,
-            dns=DnsSettings(tuple(d.nameservers), d.port, d.timeout, d.attempts, d.cache_size),
+            dns=DnsSettings(d.effective_nameservers, d.port, d.timeout, d.attempts, d.cache_size),
             state_dir=self.server.state_dir,
             sender_login_map=self.auth.sender_login_map,
         )
@@ -228,15 +287,12 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<string>") -> Config:
+    if isinstance(data.get("listen"), dict):
+        raise ConfigError(f"{source}: listen: use [[listen]] (an array of tables), not [listen]")
     try:
         return Config.model_validate({**data, "source": source})
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
-            lines.append(f"{source}: {_loc(tuple(err['loc']))}: {msg}")
+        lines = [f"{source}: {_loc(tuple(err['loc']))}: {describe_error(err)}" for err in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -2,26 +2,22 @@
 
 spamgate looks it up so that Postfix behind it (through XCLIENT NAME/REVERSE_NAME), our
 Received header and the filters see the real client's names, not localhost's. Lookups go
-to the ``[dns]`` resolver and never block the event loop; a failure just means unknown.
+through the shared caching resolver (so a client that reconnects costs nothing, and
+failures are counted and logged once per outage) and are bounded by their own small
+budget: a greeting is never held for seconds by a slow resolver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 from dataclasses import dataclass
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import dns.reversename
 
-from filters.api import DnsSettings
+from filters.dns import CachingResolver
 
 __all__ = ["ClientNames", "ReverseResolver"]
-
-log = logging.getLogger("spamgate.rdns")
 
 
 @dataclass(frozen=True)
@@ -32,40 +28,32 @@ class ClientNames:
 
 
 class ReverseResolver:
-    def __init__(self, settings: DnsSettings) -> None:
-        self.resolver = dns.asyncresolver.Resolver(configure=False)
-        self.resolver.nameservers = list(settings.nameservers)
-        self.resolver.port = settings.port
-        self.resolver.timeout = settings.timeout
-        self.resolver.lifetime = settings.timeout * settings.attempts
+    def __init__(self, resolver: CachingResolver, budget: float) -> None:
+        self.resolver = resolver
+        self.budget = budget
 
     async def lookup(self, ip: str) -> ClientNames:
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return ClientNames()
-        try:
-            answer = await self.resolver.resolve(dns.reversename.from_address(ip), "PTR")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        ptr = await self.resolver.query(dns.reversename.from_address(ip).to_text(), "PTR")
+        if ptr.status in ("nxdomain", "nodata"):
             return ClientNames()
-        except (dns.exception.DNSException, OSError) as exc:
-            log.debug("reverse lookup of %s failed: %r", ip, exc)
+        if not ptr.found:
             return ClientNames(temporary_failure=True)
-        name = str(answer[0].target).rstrip(".").lower()
-        if not name:
-            return ClientNames()
-        rdtype = "AAAA" if addr.version == 6 else "A"
-        try:
-            forward = await self.resolver.resolve(name, rdtype)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        name = ptr.records[0]
+        forward = await self.resolver.query(name, "AAAA" if addr.version == 6 else "A")
+        if forward.status in ("nxdomain", "nodata"):
             return ClientNames(reverse=name)
-        except (dns.exception.DNSException, OSError):
+        if forward.status != "ok":
             return ClientNames(reverse=name, temporary_failure=True)
-        confirmed = any(ipaddress.ip_address(r.to_text()) == addr for r in forward)
+        confirmed = any(ipaddress.ip_address(r) == addr for r in forward.records)
         return ClientNames(reverse=name, verified=name if confirmed else None)
 
-    async def lookup_bounded(self, ip: str, limit: float) -> ClientNames:
+    async def lookup_bounded(self, ip: str) -> ClientNames:
+        """The lookup within the budget; what is still in flight then finishes into the cache."""
         try:
-            return await asyncio.wait_for(self.lookup(ip), limit)
+            return await asyncio.wait_for(self.lookup(ip), self.budget)
         except TimeoutError:
             return ClientNames(temporary_failure=True)

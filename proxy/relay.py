@@ -19,6 +19,7 @@ from typing import Protocol
 import aiosmtplib
 
 from filters.api import Reply
+from filters.outage import Outage
 from proxy import metrics
 from proxy.config import Backend as BackendConfig
 from proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
@@ -203,6 +204,7 @@ class SmtpBackend:
         self.cfg = cfg
         self.helo_name = cfg.helo_name or helo_name
         self._idle: collections.deque[tuple[float, aiosmtplib.SMTP]] = collections.deque()
+        self.outage = Outage(f"backend {cfg.host}:{cfg.port}", log)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         conn = aiosmtplib.SMTP(
@@ -221,7 +223,10 @@ class SmtpBackend:
                 await conn.ehlo()
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             conn.close()
-            raise _translate(exc) from exc
+            error = _translate(exc)
+            self.outage.failed(str(error))
+            raise error from exc
+        self.outage.ok()
         return conn
 
     def _take_idle(self) -> aiosmtplib.SMTP | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from filters.outage import Outage
 from filters.runner import Pipeline
 from filters.scoring import Thresholds
 from proxy.config import Config, Listener
@@ -22,6 +24,7 @@ class Authenticator(Protocol):
 
 
 class Penalties(Protocol):
+    def reconfigure(self, max_failures: int, window: float, penalty: float) -> None: ...
     def is_blocked(self, ip: str) -> bool: ...
     def record_failure(self, ip: str) -> bool: ...
     def record_success(self, ip: str) -> None: ...
@@ -56,6 +59,7 @@ class Runtime:
     penalties: Penalties | None = None
     rdns: ReverseResolver | None = None
     shutting_down: bool = False
+    auth_outage: Outage = field(default_factory=lambda: Outage("auth backend", logging.getLogger("spamgate.auth")))
 
     @property
     def thresholds(self) -> Thresholds:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from filters.api import ReadyCheck
+from filters.dns import probe, shared_resolver
 from proxy import metrics
 from proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
 from proxy.config import Config, ConfigError, Listener, load_config
@@ -48,21 +49,35 @@ def make_backend(cfg: Config) -> BackendProtocol:
     return SmtpBackend(cfg.backend, cfg.server.hostname)
 
 
-def _auth(cfg: Config) -> tuple[Authenticator | None, Penalties | None]:
+def _authenticator(cfg: Config) -> Authenticator | None:
     try:
-        authenticator = make_authenticator(cfg.auth)
+        return make_authenticator(cfg.auth)
     except PasswordFileError as exc:
         raise ConfigError(f"{cfg.source}: auth.password_file: {exc}") from None
-    return authenticator, make_penalty_box(cfg.auth)
 
 
-def build_runtime(cfg: Config, counter: SessionCounter, backend: BackendProtocol | None = None) -> Runtime:
-    """Everything a config generation needs; raises ConfigError/PluginError before anything starts."""
+def uses_dns(cfg: Config) -> bool:
+    """Whether anything in this config queries DNS (then /readyz and check-config ask the resolver)."""
+    dns_filters = {"rbl", "sender_auth"}
+    return cfg.dns.reverse_lookup or bool(dns_filters & set(cfg.enabled_filters))
+
+
+def build_runtime(
+    cfg: Config, counter: SessionCounter, backend: BackendProtocol | None = None, penalties: Penalties | None = None
+) -> Runtime:
+    """Everything a config generation needs; raises ConfigError/PluginError before anything starts.
+
+    ``counter`` and ``penalties`` belong to the server and are handed from generation to
+    generation, so a reload neither forgets open sessions nor lets a boxed client out.
+    """
     for lst in cfg.listen:
         tls_context(lst, cfg.source)
     pipeline = build_pipeline(cfg)
-    authenticator, penalties = _auth(cfg)
+    authenticator = _authenticator(cfg)
     qdir = cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")
+    rdns = None
+    if cfg.dns.reverse_lookup:
+        rdns = ReverseResolver(shared_resolver(cfg.filter_env().dns), cfg.dns.reverse_lookup_timeout)
     return Runtime(
         cfg=cfg,
         pipeline=pipeline,
@@ -70,8 +85,8 @@ def build_runtime(cfg: Config, counter: SessionCounter, backend: BackendProtocol
         counter=counter,
         quarantine=Quarantine(qdir),
         authenticator=authenticator,
-        penalties=penalties,
-        rdns=ReverseResolver(cfg.filter_env().dns) if cfg.dns.reverse_lookup else None,
+        penalties=penalties if penalties is not None else make_penalty_box(cfg.auth),
+        rdns=rdns,
     )
 
 
@@ -80,7 +95,8 @@ class Server:
         self.cfg = cfg
         self.config_path = config_path
         self.counter = SessionCounter()
-        self.runtime = build_runtime(cfg, self.counter)
+        self.penalties = make_penalty_box(cfg.auth)
+        self.runtime = build_runtime(cfg, self.counter, penalties=self.penalties)
         self.servers: list[asyncio.Server] = []
         self.sessions: weakref.WeakSet[GateSMTP] = weakref.WeakSet()
         self.health: HealthServer | None = None
@@ -117,6 +133,9 @@ class Server:
                     # A fail-open filter's dependency being down degrades filtering but mail still flows.
                     self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
                                           critical=slot.settings.on_error == "tempfail")
+            if uses_dns(self.cfg):
+                # Reverse lookups and DNS lists degrade without a resolver; mail still flows.
+                self.health.add_check("dns", self._dns_ready, critical=False)
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
         if self.runtime.quarantine is not None:
@@ -124,11 +143,16 @@ class Server:
                 self.runtime.quarantine.ensure()
             except OSError as exc:
                 log.warning("quarantine dir unusable: %s (quarantine actions will tempfail)", exc)
+        for warning in self.cfg.warnings():
+            log.warning("config: %s", warning)
         for sig, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_term),
                              (signal.SIGHUP, self._on_hup)):
             loop.add_signal_handler(sig, handler)
         log.info("spamgate ready filters=%s backend=%s", ",".join(s.name for s in self.runtime.pipeline.slots)
                  or "none", self.cfg.backend.url or f"{self.cfg.backend.host}:{self.cfg.backend.port}")
+
+    async def _dns_ready(self) -> bool:
+        return await probe(self.cfg.filter_env().dns) is None
 
     def _filter_ready(self, name: str) -> Callable[[], Awaitable[bool]]:
         """Looks the filter up at call time, so a reload's new instance is the one asked."""
@@ -159,7 +183,9 @@ class Server:
             ]:
                 raise ConfigError(f"{self.config_path}: listen: changing listeners needs a restart")
             same_backend = cfg.backend == self.cfg.backend
-            runtime = build_runtime(cfg, self.counter, self.runtime.backend if same_backend else None)
+            self.penalties.reconfigure(cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.penalty_seconds)
+            runtime = build_runtime(cfg, self.counter, self.runtime.backend if same_backend else None,
+                                    self.penalties)
         except (ConfigError, PluginError) as exc:
             metrics.CONFIG_RELOADS.labels("error").inc()
             log.error("reload failed, keeping the running config: %s", exc)

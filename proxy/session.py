@@ -30,6 +30,9 @@ OWN_SPAM_HEADERS = tuple(HeaderRemoval(n) for n in ("X-Spam-Flag", "X-Spam-Score
                                                      "X-Spamgate-Observe"))
 
 
+AUTH_ROLES = frozenset({"submission", "smtps"})
+
+
 def has_control_chars(value: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in value)
 
@@ -120,8 +123,7 @@ class SessionState:
     async def on_connect(self) -> None:
         rdns = self.runtime.rdns
         if rdns is not None:
-            d = self.runtime.cfg.dns
-            self.names = await rdns.lookup_bounded(self.peer_ip, d.timeout * d.attempts + 0.5)
+            self.names = await rdns.lookup_bounded(self.peer_ip)
         result = await self.run_phase(Phase.CONNECT, self.context(Phase.CONNECT), self.board)
         if result.reply is not None:
             self.held = result
@@ -145,6 +147,9 @@ class SessionState:
         await self.abort_transaction()
         if has_control_chars(address):
             return replies.BAD_ADDRESS
+        if self.role in AUTH_ROLES and self.login is None:
+            # The engine's own rule, whatever filters are configured: submission is for users.
+            return replies.AUTH_REQUIRED
         held = self.held_reply_now()
         if held is not None:
             return held
@@ -157,7 +162,7 @@ class SessionState:
             txn.backend = await self.runtime.backend.begin(self.client_facts())
             reply = await txn.backend.mail(address, options)
         except BackendError as exc:
-            log.warning("session=%s backend=%s stage=mail error=%s", self.id, exc.kind, exc)
+            log.debug("session=%s backend=%s stage=mail error=%s", self.id, exc.kind, exc)
             self.txn = None
             return exc.reply
         if not reply.ok:
@@ -191,7 +196,7 @@ class SessionState:
         try:
             reply = await txn.backend.rcpt(address, options)
         except BackendError as exc:
-            log.warning("session=%s backend=%s stage=rcpt error=%s", self.id, exc.kind, exc)
+            log.debug("session=%s backend=%s stage=rcpt error=%s", self.id, exc.kind, exc)
             txn.broken = exc.reply
             txn.backend = None
             return exc.reply
@@ -285,7 +290,7 @@ class SessionState:
         try:
             reply = await txn.backend.data(final)
         except BackendError as exc:
-            log.warning("session=%s backend=%s stage=data error=%s", self.id, exc.kind, exc)
+            log.debug("session=%s backend=%s stage=data error=%s", self.id, exc.kind, exc)
             metrics.TRANSACTIONS.labels("error").inc()
             return exc.reply, "backend_error"
         await txn.backend.finish(reset=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import ipaddress
 import logging
 import re
 import secrets
@@ -22,6 +23,7 @@ from typing import Any, ClassVar
 from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_fail
 
 from filters.api import Reply
+from filters.options import IPNetwork
 from proxy import metrics, replies
 from proxy.relay import BackendReply
 from proxy.replies import enhance, format_multiline
@@ -210,7 +212,9 @@ class GateSMTP(AuthMixin, SMTP):
         elif rt.counter.total >= limits.max_sessions:
             self._refused = replies.TOO_MANY_SESSIONS
             metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions").inc()
-        elif rt.counter.per_ip[self.state.peer_ip] >= limits.max_sessions_per_ip:
+        elif rt.counter.per_ip[self.state.peer_ip] >= limits.max_sessions_per_ip and not _exempt(
+            self.state.peer_ip, limits.exempt_networks
+        ):
             self._refused = replies.TOO_MANY_FROM_IP
             metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions_per_ip").inc()
         if self._refused is not None:
@@ -344,6 +348,16 @@ class GateSMTP(AuthMixin, SMTP):
         content: bytes = envelope.original_content or b""
         reply = await self.state.on_data(content)
         return self._status(reply)
+
+
+def _exempt(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in networks)
 
 
 def has_bad_chars(value: str) -> bool:

@@ -51,11 +51,13 @@ class AuthMixin:
             return AuthResult(success=False, handled=False)
         try:
             ok = await rt.authenticator.authenticate(user, secret, client_ip=st.peer_ip)
-        except Exception:
-            log.exception("session=%s auth backend error", st.id)
+        except Exception as exc:
+            rt.auth_outage.failed(f"{type(exc).__name__}: {exc}", exc)
+            log.debug("session=%s auth backend error=%r", st.id, exc)
             await self.push("454 4.7.0 Temporary authentication failure")
             metrics.AUTH_ATTEMPTS.labels(mechanism, "error").inc()
             return AuthResult(success=False, handled=True)
+        rt.auth_outage.ok()
         attempt = AuthAttempt(mechanism, user, ok)
         ctx = st.context(Phase.AUTH)
         ctx = Context(Phase.AUTH, ctx.session, ctx.envelope, None, attempt, {})

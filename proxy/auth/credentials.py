@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from filters.outage import DependencyError
+
 __all__ = [
     "AuthUnavailable",
     "Authenticator",
@@ -35,7 +37,7 @@ log = logging.getLogger("spamgate.auth")
 MAX_CONCURRENT_VERIFY = 4
 
 
-class AuthUnavailable(Exception):
+class AuthUnavailable(DependencyError):
     """The credential back-end could not give an answer (not a wrong password)."""
 
 

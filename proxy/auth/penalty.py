@@ -45,14 +45,18 @@ class PenaltyBox:
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 100_000,
     ) -> None:
-        if max_failures < 1 or window <= 0 or penalty < 0 or max_entries < 1:
+        self.max_entries = max_entries
+        self.reconfigure(max_failures, window, penalty)
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def reconfigure(self, max_failures: int, window: float, penalty: float) -> None:
+        """New limits (a reload) for the clients already counted: nobody boxed is let out early."""
+        if max_failures < 1 or window <= 0 or penalty < 0 or self.max_entries < 1:
             raise ValueError("PenaltyBox needs max_failures >= 1, window > 0, penalty >= 0, max_entries >= 1")
         self.max_failures = max_failures
         self.window = window
         self.penalty = penalty
-        self.max_entries = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -87,11 +87,10 @@ async def test_inbound_mail_from_other_domain_flows_on_mx() -> None:
         assert v.decision is Decision.CONTINUE, sender
 
 
-@pytest.mark.parametrize("role", ["submission", "smtps"])
-async def test_submission_needs_auth_for_every_sender(role: str) -> None:
-    ctx = make_context(Phase.MAIL, role=role, mail_from="friend@example.org")
-    v = await run_filter(make(), Phase.MAIL, ctx)
-    assert str(v.reply) == "530 5.7.0 Authentication required"
+async def test_require_auth_roles_is_gone_the_engine_does_it() -> None:
+    with pytest.raises(OptionError) as e:
+        make(require_auth_roles=["submission"])
+    assert e.value.key == "require_auth_roles"
 
 
 async def test_authenticated_own_address_ok_other_rejected() -> None:
@@ -186,6 +185,31 @@ async def test_from_header_ok_cases() -> None:
     assert (await run_filter(f, Phase.DATA, no_from)).decision is Decision.CONTINUE
     off = make_context(Phase.DATA, message=SPOOF)
     assert (await run_filter(make(from_header="off"), Phase.DATA, off)).decision is Decision.CONTINUE
+
+
+async def test_authenticated_user_cannot_forge_a_colleague_in_from() -> None:
+    msg = "From: <other-secr@example.edu>\nTo: professor@example.edu\n\nhi\n"
+    ctx = make_context(Phase.DATA, user="secr", mail_from="secr@example.edu", message=msg)
+    v = await run_filter(make(), Phase.DATA, ctx)
+    assert v.decision is Decision.REJECT
+    assert str(v.reply) == "550 5.7.1 <other-secr@example.edu>: From: header address not owned by user secr"
+    assert [s.name for s in v.symbols] == ["LOCAL_FROM_NOT_OWNED"]
+    external = make_context(Phase.DATA, user="secr", mail_from="secr@example.edu",
+                            message="From: ceo@bank.example\n\nhi\n")
+    assert (await run_filter(make(), Phase.DATA, external)).decision is Decision.REJECT
+
+
+async def test_authenticated_from_follows_the_map_and_options(tmp_path: Path) -> None:
+    p = tmp_path / "senders"
+    p.write_text("info@example.edu secr\n")
+    msg = 'From: "Info desk" <info@example.edu>\n\nhi\n'
+    ctx = make_context(Phase.DATA, user="secr", mail_from="secr@example.edu", message=msg)
+    assert (await run_filter(make(sender_login_map=str(p)), Phase.DATA, ctx)).decision is Decision.CONTINUE
+    assert (await run_filter(make(), Phase.DATA, ctx)).decision is Decision.REJECT
+    assert (await run_filter(make(authenticated_senders="any"), Phase.DATA, ctx)).decision is Decision.CONTINUE
+    run = await run_pipeline([make(from_header="score", from_header_score=6.0)], ctx, [Phase.DATA])
+    assert run.results[Phase.DATA].reply is None
+    assert run.symbols == ["LOCAL_FROM_NOT_OWNED"] and run.score == 6.0
 
 
 async def test_second_from_header_is_checked_too() -> None:

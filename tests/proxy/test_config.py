@@ -73,7 +73,7 @@ def test_unknown_keys_are_errors_naming_file_and_key(data: dict[str, Any], key: 
         ({"listen": [{"role": "smtps"}]}, "listen[0]", "tls_cert"),
         ({"listen": [{"tls_cert": "/x.pem"}]}, "listen[0]", "tls_key"),
         ({"dns": {"nameservers": ["localhost"]}}, "dns.nameservers", "localhost"),
-        ({"filters": {"rbl": {"enabled": "yes please"}}}, "filters.rbl.enabled", "boolean"),
+        ({"filters": {"rbl": {"enabled": "yes please"}}}, "filters.rbl.enabled", "expected true or false, got the string 'yes please'"),
         ({"filters": {"rbl": {"on_error": "ignore"}}}, "filters.rbl.on_error", "tempfail"),
         ({"auth": {"backend": "file"}}, "auth", "password_file"),
     ],
@@ -153,3 +153,79 @@ def test_embedded_default_delivers_to_a_maildir_on_loopback() -> None:
     assert cfg.backend.maildir == "/tmp/box"
     assert [(lst.host, lst.port, lst.role) for lst in cfg.listen] == [("127.0.0.1", 2626, "mx")]
     assert cfg.metrics.enabled is False
+
+
+# -- issue 11: strict types, secure and fast defaults ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"listen": [{"port": "32500"}]}, "listen[0].port: expected an integer, got the string '32500'"),
+        ({"filters": {"rbl": {"enabled": "yes"}}}, "filters.rbl.enabled: expected true or false, got the string 'yes'"),
+        ({"metrics": {"enabled": 1}}, "metrics.enabled: expected true or false, got the number 1"),
+        ({"dns": {"timeout": "2"}}, "dns.timeout: expected a number, got the string '2'"),
+        ({"auth": {"local_domains": "example.edu"}}, "auth.local_domains: expected a list, got the string"),
+        ({"limits": {"max_sessions": 1.5}}, "limits.max_sessions: expected an integer, got the number 1.5"),
+    ],
+)
+def test_no_coercion_and_errors_say_what_was_expected(data: dict[str, Any], expected: str) -> None:
+    assert f"{SRC}: {expected}" in _error(data)
+
+
+def test_listen_written_as_a_table_says_use_an_array_of_tables() -> None:
+    assert _error({"listen": {"port": 25}}) == f"{SRC}: listen: use [[listen]] (an array of tables), not [listen]"
+
+
+def test_toml_arrays_still_fill_tuples() -> None:
+    cfg = parse_config({"auth": {"local_domains": ["Example.EDU."]}, "limits": {"exempt_networks": ["10.0.0.0/8"]}})
+    assert cfg.auth.local_domains == ("example.edu",)
+    assert [str(n) for n in cfg.limits.exempt_networks] == ["10.0.0.0/8"]
+
+
+def test_local_domains_turn_the_local_sender_policy_on() -> None:
+    cfg = parse_config({"auth": {"local_domains": ["example.edu"]}}, SRC)
+    assert "local_sender" in cfg.enabled_filters
+    assert not any("spoof" in w for w in cfg.warnings())
+    # Options without an explicit enabled still count as "on".
+    cfg = parse_config({"auth": {"local_domains": ["example.edu"]},
+                        "filters": {"local_sender": {"from_header": "score"}}}, SRC)
+    assert cfg.enabled_filters["local_sender"].options == {"from_header": "score"}
+
+
+def test_explicitly_disabled_local_sender_is_off_with_a_warning() -> None:
+    cfg = parse_config({"auth": {"local_domains": ["example.edu"]},
+                        "filters": {"local_sender": {"enabled": False}}}, SRC)
+    assert "local_sender" not in cfg.enabled_filters
+    assert any("local senders can be spoofed" in w for w in cfg.warnings())
+
+
+def test_no_local_domains_no_policy_and_a_warning() -> None:
+    cfg = parse_config({}, SRC)
+    assert "local_sender" not in cfg.enabled_filters
+    assert any("local_domains is empty" in w for w in cfg.warnings())
+
+
+def test_submission_without_auth_backend_warns() -> None:
+    cfg = parse_config({"listen": [{"port": 587, "role": "submission"}], "auth": {"local_domains": ["x.org"]}}, SRC)
+    assert any("nobody can log in" in w for w in cfg.warnings())
+
+
+def test_loopback_is_exempt_from_the_per_ip_limit_by_default() -> None:
+    nets = parse_config({}, SRC).limits.exempt_networks
+    assert [str(n) for n in nets] == ["127.0.0.0/8", "::1/128"]
+
+
+def test_dns_defaults_to_the_system_resolvers(tmp_path: Path) -> None:
+    from proxy.config import system_nameservers
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("search example.org\nnameserver 192.0.2.53\nnameserver ::1\n")
+    assert system_nameservers(str(conf)) == ("192.0.2.53", "::1")
+    assert system_nameservers(str(tmp_path / "missing")) == ("127.0.0.1",)
+    cfg = parse_config({}, SRC)
+    assert cfg.dns.nameservers == ()
+    assert cfg.dns.effective_nameservers == system_nameservers()
+    assert cfg.dns.reverse_lookup_timeout <= 1.0
+    pinned = parse_config({"dns": {"nameservers": ["127.0.0.1"]}}, SRC)
+    assert pinned.filter_env().dns.nameservers == ("127.0.0.1",)
