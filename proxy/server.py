@@ -138,7 +138,9 @@ class Server:
                 self.health.add_check("dns", self._dns_ready, critical=False)
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
-        if self.runtime.quarantine is not None:
+        quarantining = self.cfg.actions.quarantine is not None or self.cfg.pipeline.quarantine_rejects
+        if self.runtime.quarantine is not None and quarantining:
+            # Only when it will be used: a minimal config must not need a writable state_dir.
             try:
                 self.runtime.quarantine.ensure()
             except OSError as exc:

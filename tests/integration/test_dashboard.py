@@ -96,6 +96,7 @@ attempts = 1
 [limits]
 max_recipients = 3
 max_sessions_per_ip = 2
+exempt_networks = []
 
 [pipeline]
 quarantine_dir = "{qdir}"

@@ -90,9 +90,10 @@ def test_every_outcome_is_what_the_config_says(postfix: Postfix, spamgate: Spamg
     assert _count(postfix, mid2) == 0
     assert _count(postfix, mid) == 1 and _count(postfix, mid3) == 1
     log = sg.log()
-    assert "filter=example_crash phase=data error=exception" in log
-    assert "RuntimeError: example_crash always crashes" in log
-    assert "filter=example_hang phase=data error=timeout" in log
+    # A crash is a bug: logged with its traceback, once per outage (not once per message).
+    assert "dependency=filter:example_crash state=down error=RuntimeError: example_crash always crashes" in log
+    assert "Traceback" in log
+    assert "dependency=filter:example_hang state=down error=timeout after" in log
 
 
 def test_on_error_tempfail_keeps_the_mail_with_the_sender(postfix: Postfix, spamgate: SpamgateFactory) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from filters.api import DnsSettings
+from filters.dns import CachingResolver
 from proxy.rdns import ReverseResolver
 from tests.integration.conftest import SpamgateFactory
 from tests.integration.services.dns import DnsServer, start_dns, zone
@@ -32,7 +33,7 @@ def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
 
 
 def test_lookup_confirms_or_not(nsd: DnsServer) -> None:
-    r = ReverseResolver(DnsSettings((nsd.host,), nsd.port, 2.0, 1))
+    r = ReverseResolver(CachingResolver(DnsSettings((nsd.host,), nsd.port, 2.0, 1)), budget=5.0)
 
     async def both() -> tuple[object, object, object]:
         return (await r.lookup("127.0.0.9"), await r.lookup("127.0.0.10"), await r.lookup("127.0.0.11"))

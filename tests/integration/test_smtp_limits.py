@@ -129,7 +129,8 @@ def test_max_recipients_452(postfix: Postfix, spamgate: SpamgateFactory) -> None
 
 
 def test_max_sessions_per_ip_421(spamgate: SpamgateFactory) -> None:
-    sg = spamgate("[limits]\nmax_sessions_per_ip = 2\n")
+    # Loopback is exempt by default (like Postfix's $mynetworks): exempt only one other address.
+    sg = spamgate('[limits]\nmax_sessions_per_ip = 2\nexempt_networks = ["127.0.0.77/32"]\n')
     first, _second = session(sg.port), session(sg.port)
     extra = raw(sg.port)
     code, text = extra.reply()
@@ -148,6 +149,9 @@ def test_max_sessions_per_ip_421(spamgate: SpamgateFactory) -> None:
     else:
         pytest.fail("the per-IP slot was never released")
     assert again.cmd("NOOP")[0] == 250
+    # An exempt network is never capped per address.
+    exempt = [session(sg.port, source_address="127.0.0.77") for _ in range(4)]
+    assert all(c.cmd("NOOP")[0] == 250 for c in exempt)
 
 
 def test_abrupt_disconnect_mid_data_delivers_nothing(postfix: Postfix, spamgate: SpamgateFactory) -> None:
