@@ -53,7 +53,7 @@ class Proc:
         self.config_path = workdir / "spamgate.toml"
         self.config_path.write_text(config)
         self.log_path = workdir / "spamgate.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen([SPAMGATE, "run", "--config", str(self.config_path)], stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=workdir)
 

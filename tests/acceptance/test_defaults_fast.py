@@ -59,7 +59,7 @@ async def _one(port: int, i: int, run: str, barrier: asyncio.Barrier) -> tuple[s
     await barrier.wait()  # all 200 sessions are open at the same time before anyone sends
     msg = f"From: <load@elsewhere.example>\r\nTo: <alice@example.edu>\r\nMessage-ID: <{mid}>\r\n\r\nhi {i}\r\n"
     try:
-        _, reply = await smtp.sendmail("load@elsewhere.example", ["alice@example.edu"], msg)
+        await smtp.sendmail("load@elsewhere.example", ["alice@example.edu"], msg)
         code = 250
     except aiosmtplib.SMTPResponseException as exc:
         code = exc.code

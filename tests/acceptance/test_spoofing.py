@@ -46,7 +46,8 @@ def test_the_header_form_of_the_spoof_is_refused_at_data(minimal: MinimalFactory
     assert _delivered(postfix, mid) == 0
     # An outsider with its own From: still gets through: the policy is not a blanket refusal.
     ok_mid = f"{uuid.uuid4()}@ok.test"
-    ok = send(sg.port, "friend@elsewhere.example", ["professor@example.edu"], _msg("<friend@elsewhere.example>", ok_mid))
+    ok = send(sg.port, "friend@elsewhere.example", ["professor@example.edu"],
+              _msg("<friend@elsewhere.example>", ok_mid))
     assert ok.delivered, ok
     postfix.wait_for(lambda m: ok_mid.encode() in m, rcpt="professor@example.edu")
 
