@@ -60,8 +60,10 @@ __all__ = [
     "Message",
     "OptionError",
     "Phase",
+    "QUARANTINE_NOTE",
     "ReadyCheck",
     "Reply",
+    "ServiceUnavailable",
     "SessionInfo",
     "Symbol",
     "Verdict",
@@ -327,6 +329,20 @@ class OptionError(ValueError):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+
+
+class ServiceUnavailable(Exception):
+    """Raised by ``check()`` when the filter's external service (e.g. clamd) is down or slow.
+
+    The runner applies ``on_error`` exactly as for any exception, but logs no traceback:
+    the filter has already logged the outage once (not once per message).
+    """
+
+
+QUARANTINE_NOTE = "spamgate.quarantine"
+"""``ctx.notes[QUARANTINE_NOTE] = (filter_name, Reply)`` at DATA asks the engine to hold the
+message in quarantine instead of relaying it; without a ``[pipeline] quarantine_dir`` the
+engine answers the Reply instead. Ignored for a filter in observe mode."""
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ from filters.api import (
     HeaderRemoval,
     Phase,
     Reply,
+    ServiceUnavailable,
     Symbol,
     Verdict,
 )
@@ -189,6 +190,9 @@ class Pipeline:
                 "session=%s filter=%s phase=%s error=timeout after=%.3fs",
                 ctx.session.session_id, slot.name, phase.value, slot.settings.timeout,
             )
+        except ServiceUnavailable as exc:
+            error = "exception"  # the filter logged the outage once; no traceback per message
+            log.debug("session=%s filter=%s phase=%s error=%s", ctx.session.session_id, slot.name, phase.value, exc)
         except Exception:
             error = "exception"
             log.exception(
