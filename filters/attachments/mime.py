@@ -60,8 +60,8 @@ def _names(part: Message) -> tuple[str, ...]:
             continue
         if isinstance(value, tuple):  # an undecoded RFC 2231 triple (compat paths)
             value = email.utils.collapse_rfc2231_value(value)
-        if isinstance(value, str) and value.strip() and value not in found:
-            found.append(value)
+        if isinstance(value, str) and value.strip() and value.strip() not in found:
+            found.append(value.strip())
     return tuple(found)
 
 
