@@ -26,7 +26,7 @@ def message(*parts: tuple[str, bytes, str], subject: str = "files", extra_header
         out += ["--BOUND", f"Content-Type: {ctype}", "Content-Transfer-Encoding: base64"]
         if disposition:
             out.append(f"Content-Disposition: {disposition}")
-        out += ["", base64.encodebytes(data).decode().rstrip("\n")]
+        out += ["", *base64.encodebytes(data).decode().splitlines()]
     out += ["--BOUND--", ""]
     return "\r\n".join(out).encode()
 
