@@ -60,6 +60,7 @@ __all__ = [
     "Message",
     "OptionError",
     "Phase",
+    "QUARANTINE_NOTE",
     "ReadyCheck",
     "Reply",
     "SessionInfo",
@@ -327,6 +328,12 @@ class OptionError(ValueError):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+
+
+QUARANTINE_NOTE = "spamgate.quarantine"
+"""``ctx.notes[QUARANTINE_NOTE] = (filter_name, Reply)`` at DATA asks the engine to hold the
+message in quarantine instead of relaying it; without a ``[pipeline] quarantine_dir`` the
+engine answers the Reply instead. Ignored for a filter in observe mode."""
 
 
 @runtime_checkable

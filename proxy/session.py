@@ -10,9 +10,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from filters.api import Context, Decision, Envelope, HeaderRemoval, Message, Phase, Reply, SessionInfo
+from filters.api import (
+    QUARANTINE_NOTE,
+    Context,
+    Decision,
+    Envelope,
+    HeaderRemoval,
+    Message,
+    Phase,
+    Reply,
+    SessionInfo,
+)
 from filters.runner import PhaseResult, Scoreboard
 from filters.scoring import Action, choose_action, spam_headers
 from proxy import metrics, replies
@@ -253,6 +263,13 @@ class SessionState:
         final = build_final(msg.raw, msg.header_end, [self._received(), *board.add_headers, *explain],
                             [*OWN_SPAM_HEADERS, *board.remove_headers])
         quarantine = self.runtime.quarantine
+        held = self._held_by_filter(txn)
+        if held is not None:
+            if quarantine is not None:
+                return await self._quarantine(txn, final, score, Action.QUARANTINE, reasons)
+            await self._release(txn, reset=True)
+            metrics.TRANSACTIONS.labels("reject").inc()
+            return held, "reject (no quarantine_dir for a filter's quarantine)"
         if action is Action.QUARANTINE or (action is Action.REJECT and self.runtime.cfg.pipeline.quarantine_rejects):
             if quarantine is not None:
                 return await self._quarantine(txn, final, score, action, reasons)
@@ -266,6 +283,17 @@ class SessionState:
             metrics.TRANSACTIONS.labels("tempfail").inc()
             return replies.SPAM_TEMPFAIL, "tempfail"
         return await self._relay(txn, final, action.value)
+
+    @staticmethod
+    def _held_by_filter(txn: TransactionState) -> Reply | None:
+        """A filter's request to quarantine (see filters.api.QUARANTINE_NOTE), unless it only observes."""
+        note = txn.notes.get(QUARANTINE_NOTE)
+        if not (isinstance(note, tuple) and len(note) == 2 and isinstance(note[1], Reply)):
+            return None
+        name, reply = note
+        if any(e.filter == name and e.observed for e in txn.board.entries):
+            return None
+        return cast(Reply, reply)
 
     async def _quarantine(
         self, txn: TransactionState, final: bytes, score: float, action: Action, reasons: list[str]

@@ -37,8 +37,11 @@ import pytest
 
 from proxy.auth.passwd_cli import add_user
 from proxy.cost import register
+from tests.filters.attachment_samples import EICAR, attachment
+from tests.filters.attachment_samples import message as att_message
 from tests.integration.conftest import Spamgate, SpamgateFactory
 from tests.integration.rbl_zones import ZONES
+from tests.integration.services.clamd import Clamd, start_clamd
 from tests.integration.services.dns import DnsServer, silent_udp_port, start_dns
 from tests.integration.services.postfix import Postfix, free_port
 from tests.integration.services.prometheus import Prometheus
@@ -85,7 +88,7 @@ class World:
     ca: CertAuthority
 
 
-def main_config(nsd: DnsServer, silent_port: int, spamd: Spamd, qdir: Path) -> str:
+def main_config(nsd: DnsServer, silent_port: int, spamd: Spamd, qdir: Path, clamd_port: int = 1) -> str:
     return f"""
 [dns]
 nameservers = ["{nsd.host}"]
@@ -151,6 +154,16 @@ enabled = true
 order = 30
 mode = "observe"
 reject_symbols = ["MISSING_MESSAGE_ID"]
+
+[filters.antivirus]
+enabled = true
+order = 15
+host = "127.0.0.1"
+port = {clamd_port}
+
+[filters.attachments]
+enabled = true
+order = 16
 """
 
 
@@ -227,6 +240,12 @@ def traffic_round(w: World, n: int) -> None:
     assert auth(sg.port2, f"127.0.0.{20 + n}", "secr", "wrong again") == 421
     assert auth(sg.port2, "127.0.0.30", "secr", "s3cret-pass") == 235
     assert refused_session(sg.port, "127.0.0.9").startswith(b"421")
+    virus = send(sg.port, "sender@example.org", ["alice@example.edu"],
+                 att_message(attachment("eicar.txt", EICAR, "text/plain")), source_address="127.0.0.3")
+    assert virus.data is not None and virus.data[0] == 554, virus
+    exe = send(sg.port, "sender@example.org", ["alice@example.edu"], att_message(attachment("a.pdf.exe", b"MZ")),
+               source_address="127.0.0.3")  # fmt: skip
+    assert exe.data is not None and exe.data[0] == 554, exe
     broken = send(w.broken.port, "sender@example.org", ["alice@example.edu"], message(f"broken {n}"))
     assert broken.mail[0] // 100 == 4 or (broken.rcpt and broken.rcpt[0][0] // 100 == 4), broken
 
@@ -248,29 +267,31 @@ def wait_scraped(w: World, metric: str = "spamgate_sessions_total") -> None:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DnsServer, Spamd, int]]:
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DnsServer, Spamd, int, Clamd]]:
     nsd = start_dns(ZONES, tmp_path_factory.mktemp("nsd"))
     spamd = start_spamd(tmp_path_factory.mktemp("spamd"))
+    clamd = start_clamd(tmp_path_factory.mktemp("clamd"))
     try:
         with silent_udp_port() as silent:
-            yield nsd, spamd, silent
+            yield nsd, spamd, silent, clamd
     finally:
+        clamd.stop()
         spamd.close()
         nsd.stop()
 
 
 @pytest.fixture
 def world(
-    services: tuple[DnsServer, Spamd, int], postfix: Postfix, spamgate: SpamgateFactory, tmp_path: Path
+    services: tuple[DnsServer, Spamd, int, Clamd], postfix: Postfix, spamgate: SpamgateFactory, tmp_path: Path
 ) -> Iterator[World]:
-    nsd, spamd, silent = services
+    nsd, spamd, silent, clamd = services
     if not spamd.running:
         spamd.start()
     ca = make_ca(tmp_path / "ca")
     passwd = tmp_path / "passwd"
     add_user(passwd, "secr", "s3cret-pass")
     sg = spamgate(
-        main_config(nsd, silent, spamd, tmp_path / "quarantine"),
+        main_config(nsd, silent, spamd, tmp_path / "quarantine", clamd.port),
         listen_toml=(
             f'[[listen]]\nname = "mx"\nhost = "127.0.0.1"\nport = @PORT@\nrole = "mx"\n'
             f'tls_cert = "{ca.cert}"\ntls_key = "{ca.key}"\n\n'
