@@ -10,20 +10,20 @@ import logging
 import sys
 from typing import Any
 
-from proxy import __version__
-from proxy.config import Config, ConfigError, default_config, load_config
-from proxy.pipeline import PluginError, describe
+from spamgate.proxy import __version__
+from spamgate.proxy.config import Config, ConfigError, default_config, load_config
+from spamgate.proxy.pipeline import PluginError, describe
 
 __all__ = ["main"]
 
 # Each module adds its sub-command with register(subparsers) and sets func=run(args) -> int.
 COMMAND_MODULES = (
-    "proxy.quarantine_cli",
-    "proxy.auth.passwd_cli",
-    "proxy.auth.audit",
-    "proxy.cost",
-    "proxy.learn",
-    "proxy.dkim_keygen",
+    "spamgate.proxy.tools.quarantine",
+    "spamgate.proxy.tools.passwd",
+    "spamgate.proxy.tools.audit",
+    "spamgate.proxy.tools.cost",
+    "spamgate.proxy.tools.learn",
+    "spamgate.proxy.tools.dkim_keygen",
 )
 
 log = logging.getLogger("spamgate")
@@ -47,8 +47,8 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from proxy.runtime import SessionCounter
-    from proxy.server import build_runtime
+    from spamgate.proxy.runtime import SessionCounter
+    from spamgate.proxy.server import build_runtime
 
     try:
         cfg = load_config(args.file)
@@ -67,8 +67,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _warnings(cfg: Config) -> list[str]:
-    from filters.dns import probe
-    from proxy.server import uses_dns
+    from spamgate.filters.services.dns import probe
+    from spamgate.proxy.server import uses_dns
 
     out = cfg.warnings()
     if uses_dns(cfg):
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(cfg: Config, path: str | None) -> int:
-    from proxy.server import Server
+    from spamgate.proxy.server import Server
 
     try:
         server = Server(cfg, path)

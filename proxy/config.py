@@ -16,8 +16,8 @@ from typing import Any, Literal
 import dns.resolver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from filters.api import DnsSettings, FilterEnv
-from filters.options import Networks, describe_error, lists_to_tuples
+from spamgate.filters.sdk.api import DnsSettings, FilterEnv
+from spamgate.filters.sdk.options import Networks, describe_error, lists_to_tuples
 
 __all__ = ["Config", "ConfigError", "FilterTable", "Listener", "default_config", "load_config", "parse_config"]
 

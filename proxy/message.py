@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from email.utils import formatdate
 
-from filters.api import HeaderRemoval
+from spamgate.filters.sdk.api import HeaderRemoval
 
 __all__ = [
     "BareNewlines",

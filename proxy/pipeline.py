@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from importlib.metadata import EntryPoint, entry_points
 
-from filters.api import Context, Decision, Filter, OptionError, Phase
-from filters.runner import FilterSettings, Outcome, Pipeline, Slot
-from proxy import metrics
-from proxy.config import Config, FilterTable
+from spamgate.filters.sdk.api import Context, Decision, Filter, OptionError, Phase
+from spamgate.filters.sdk.runner import FilterSettings, Outcome, Pipeline, Slot
+from spamgate.proxy import metrics
+from spamgate.proxy.config import Config, FilterTable
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginError", "build_pipeline", "describe", "discover"]
 

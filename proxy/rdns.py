@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import dns.reversename
 
-from filters.dns import CachingResolver
+from spamgate.filters.services.dns import CachingResolver
 
 __all__ = ["ClientNames", "ReverseResolver"]
 

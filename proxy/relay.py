@@ -18,11 +18,11 @@ from typing import Protocol
 
 import aiosmtplib
 
-from filters.api import Reply
-from filters.outage import Outage
-from proxy import metrics
-from proxy.config import Backend as BackendConfig
-from proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
+from spamgate.filters.sdk.api import Reply
+from spamgate.filters.sdk.outage import Outage
+from spamgate.proxy import metrics
+from spamgate.proxy.config import Backend as BackendConfig
+from spamgate.proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
 
 __all__ = ["BackendError", "BackendReply", "ClientFacts", "SmtpBackend", "Transaction", "xtext"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from filters.api import Reply
+from spamgate.filters.sdk.api import Reply
 
 BACKEND_UNAVAILABLE = Reply(451, "4.4.1", "Backend mail server unavailable, please try again later")
 BACKEND_TIMEOUT = Reply(451, "4.4.2", "Backend mail server timed out, please try again later")

@@ -7,13 +7,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from filters.outage import Outage
-from filters.runner import Pipeline
-from filters.scoring import Thresholds
-from proxy.config import Config, Listener
-from proxy.quarantine import Quarantine
-from proxy.rdns import ReverseResolver
-from proxy.relay import BackendProtocol
+from spamgate.filters.sdk.outage import Outage
+from spamgate.filters.sdk.runner import Pipeline
+from spamgate.filters.sdk.scoring import Thresholds
+from spamgate.proxy.config import Config, Listener
+from spamgate.proxy.quarantine import Quarantine
+from spamgate.proxy.rdns import ReverseResolver
+from spamgate.proxy.relay import BackendProtocol
 
 __all__ = ["Authenticator", "Penalties", "Runtime", "SessionCounter"]
 

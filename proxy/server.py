@@ -10,19 +10,19 @@ import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from filters.api import ReadyCheck
-from filters.dns import probe, shared_resolver
-from proxy import metrics
-from proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
-from proxy.config import Config, ConfigError, Listener, load_config
-from proxy.http import HealthServer
-from proxy.maildir import MaildirBackend
-from proxy.pipeline import PluginError, build_pipeline
-from proxy.quarantine import Quarantine
-from proxy.rdns import ReverseResolver
-from proxy.relay import BackendProtocol, SmtpBackend
-from proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
-from proxy.smtp import GateSMTP, spawn
+from spamgate.filters.sdk.api import ReadyCheck
+from spamgate.filters.services.dns import probe, shared_resolver
+from spamgate.proxy import metrics
+from spamgate.proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
+from spamgate.proxy.config import Config, ConfigError, Listener, load_config
+from spamgate.proxy.http import HealthServer
+from spamgate.proxy.maildir import MaildirBackend
+from spamgate.proxy.pipeline import PluginError, build_pipeline
+from spamgate.proxy.quarantine import Quarantine
+from spamgate.proxy.rdns import ReverseResolver
+from spamgate.proxy.relay import BackendProtocol, SmtpBackend
+from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
+from spamgate.proxy.smtp import GateSMTP, spawn
 
 __all__ = ["Server", "make_backend", "tls_context"]
 

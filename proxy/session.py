@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from filters.api import (
+from spamgate.filters.sdk.api import (
     QUARANTINE_NOTE,
     Context,
     Decision,
@@ -23,13 +23,13 @@ from filters.api import (
     Reply,
     SessionInfo,
 )
-from filters.runner import PhaseResult, Scoreboard
-from filters.scoring import Action, choose_action, spam_headers
-from proxy import metrics, replies
-from proxy.message import build_final, canonicalize, find_bare_newlines, received_header
-from proxy.rdns import ClientNames
-from proxy.relay import BackendError, BackendReply, ClientFacts, Transaction
-from proxy.runtime import Runtime
+from spamgate.filters.sdk.runner import PhaseResult, Scoreboard
+from spamgate.filters.sdk.scoring import Action, choose_action, spam_headers
+from spamgate.proxy import metrics, replies
+from spamgate.proxy.message import build_final, canonicalize, find_bare_newlines, received_header
+from spamgate.proxy.rdns import ClientNames
+from spamgate.proxy.relay import BackendError, BackendReply, ClientFacts, Transaction
+from spamgate.proxy.runtime import Runtime
 
 __all__ = ["SessionState", "TransactionState", "has_control_chars"]
 

@@ -22,14 +22,14 @@ from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_fail
 
-from filters.api import Reply
-from filters.options import IPNetwork
-from proxy import metrics, replies
-from proxy.relay import BackendReply
-from proxy.replies import enhance, format_multiline
-from proxy.runtime import Runtime
-from proxy.session import SessionState, has_control_chars
-from proxy.smtp_auth import AuthMixin
+from spamgate.filters.sdk.api import Reply
+from spamgate.filters.sdk.options import IPNetwork
+from spamgate.proxy import metrics, replies
+from spamgate.proxy.relay import BackendReply
+from spamgate.proxy.replies import enhance, format_multiline
+from spamgate.proxy.runtime import Runtime
+from spamgate.proxy.session import SessionState, has_control_chars
+from spamgate.proxy.smtp_auth import AuthMixin
 
 __all__ = ["GateSMTP"]
 

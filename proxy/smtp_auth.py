@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from filters.api import AuthAttempt, Context, Phase
-from proxy import metrics
-from proxy.runtime import Runtime
-from proxy.session import SessionState
+from spamgate.filters.sdk.api import AuthAttempt, Context, Phase
+from spamgate.proxy import metrics
+from spamgate.proxy.runtime import Runtime
+from spamgate.proxy.session import SessionState
 
 __all__ = ["AuthMixin"]
 

@@ -52,10 +52,10 @@ def metric_names(expr: str) -> set[str]:
 
 def import_all_metric_modules() -> None:
     """Import the engine's metrics and every built-in filter module, registering their metrics."""
-    importlib.import_module("proxy.metrics")
-    import filters
+    importlib.import_module("spamgate.proxy.metrics")
+    import spamgate.filters
 
-    for info in pkgutil.iter_modules(filters.__path__, "filters."):
+    for info in pkgutil.walk_packages(spamgate.filters.__path__, "spamgate.filters."):
         importlib.import_module(info.name)
 
 

@@ -1,5 +1,5 @@
 """The ``antivirus`` built-in filter: ClamAV's clamd over INSTREAM (see filter.py)."""
 
-from filters.antivirus.filter import AntivirusFilter, AntivirusOptions
+from spamgate.filters.antivirus.filter import AntivirusFilter, AntivirusOptions
 
 __all__ = ["AntivirusFilter", "AntivirusOptions"]

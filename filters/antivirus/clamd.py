@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from filters.outage import DependencyError
+from spamgate.filters.sdk.outage import DependencyError
 
 __all__ = ["ClamdClient", "ClamdError", "ClamdSettings", "ScanResult", "parse_answer"]
 

@@ -21,8 +21,8 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge
 from pydantic import Field
 
-from filters.antivirus.clamd import ClamdClient, ClamdError, ClamdSettings, ScanResult
-from filters.api import (
+from spamgate.filters.antivirus.clamd import ClamdClient, ClamdError, ClamdSettings, ScanResult
+from spamgate.filters.sdk.api import (
     QUARANTINE_NOTE,
     Context,
     FilterEnv,
@@ -32,7 +32,7 @@ from filters.api import (
     Symbol,
     Verdict,
 )
-from filters.options import FilterOptions, parse_options
+from spamgate.filters.sdk.options import FilterOptions, parse_options
 
 __all__ = ["AntivirusFilter", "AntivirusOptions", "virus_reply"]
 

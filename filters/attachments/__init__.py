@@ -1,5 +1,5 @@
 """The ``attachments`` built-in filter: a dangerous-attachment policy, no external service."""
 
-from filters.attachments.filter import AttachmentsFilter, AttachmentsOptions
+from spamgate.filters.attachments.filter import AttachmentsFilter, AttachmentsOptions
 
 __all__ = ["AttachmentsFilter", "AttachmentsOptions"]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Literal, cast
 
-from filters.attachments.detect import ole_has_vba, sniff
+from spamgate.filters.attachments.detect import ole_has_vba, sniff
 
 __all__ = ["ARCHIVE_KINDS", "ArchiveLimits", "Listing", "Member", "gzip_name", "list_archive"]
 

@@ -18,10 +18,9 @@ from typing import Any, Literal
 from prometheus_client import Counter
 from pydantic import Field, field_validator
 
-from filters.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
-from filters.attachments.archives import ArchiveLimits
-from filters.attachments.mime import MimeLimits
-from filters.attachments.rules import (
+from spamgate.filters.attachments.archives import ArchiveLimits
+from spamgate.filters.attachments.mime import MimeLimits
+from spamgate.filters.attachments.rules import (
     BLOCKED,
     DEFAULT_BLOCKED,
     DEFAULT_MACRO,
@@ -30,7 +29,8 @@ from filters.attachments.rules import (
     Policy,
     inspect_message,
 )
-from filters.options import FilterOptions, parse_options
+from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.options import FilterOptions, parse_options
 
 __all__ = ["AttachmentsFilter", "AttachmentsOptions"]
 

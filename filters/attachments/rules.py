@@ -10,9 +10,9 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 
-from filters.attachments.archives import ARCHIVE_KINDS, ArchiveLimits, Member, list_archive
-from filters.attachments.detect import COMPATIBLE, ole_has_vba, sniff
-from filters.attachments.mime import FilePart, MimeLimits, Walk, walk
+from spamgate.filters.attachments.archives import ARCHIVE_KINDS, ArchiveLimits, Member, list_archive
+from spamgate.filters.attachments.detect import COMPATIBLE, ole_has_vba, sniff
+from spamgate.filters.attachments.mime import FilePart, MimeLimits, Walk, walk
 
 __all__ = [
     "DEFAULT_BLOCKED",

@@ -6,16 +6,16 @@ credentials good?" and "is this client locked out?".
 
 from __future__ import annotations
 
-from proxy.auth.credentials import (
+from spamgate.proxy.auth.credentials import (
     Authenticator,
     AuthUnavailable,
     PasswordFile,
     PasswordFileError,
     valid_username,
 )
-from proxy.auth.dovecot import DovecotAuth
-from proxy.auth.penalty import PenaltyBox
-from proxy.config import Auth
+from spamgate.proxy.auth.dovecot import DovecotAuth
+from spamgate.proxy.auth.penalty import PenaltyBox
+from spamgate.proxy.config import Auth
 
 __all__ = [
     "AuthUnavailable",

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from filters.outage import DependencyError
+from spamgate.filters.sdk.outage import DependencyError
 
 __all__ = [
     "AuthUnavailable",

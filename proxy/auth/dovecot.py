@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 
-from proxy.auth.credentials import AuthUnavailable, valid_username
+from spamgate.proxy.auth.credentials import AuthUnavailable, valid_username
 
 __all__ = ["DovecotAuth"]
 

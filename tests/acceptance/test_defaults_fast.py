@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from proxy.auth.passwd_cli import add_user
+from spamgate.proxy.tools.passwd import add_user
 from tests.acceptance.conftest import MinimalFactory, metrics_text
 from tests.integration.services.postfix import Postfix
 from tests.integration.services.testca import make_ca

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.auth.passwd_cli import add_user
+from spamgate.proxy.tools.passwd import add_user
 from tests.acceptance.conftest import MinimalFactory
 from tests.integration.services.postfix import Postfix
 from tests.integration.services.testca import TestCerts, make_ca

@@ -151,7 +151,7 @@ def main() -> int:
                 cfg = spamgate_config(work, port, sink, backend_extra)
                 if filt:
                     cfg.write_text(cfg.read_text() + filt)
-                p = start([sys.executable, "-m", "proxy", "run", "--config", str(cfg)], port)
+                p = start([sys.executable, "-m", "spamgate.proxy", "run", "--config", str(cfg)], port)
             targets.append((label, port, p.pid))
 
         postfix = stack.enter_context(
@@ -159,7 +159,7 @@ def main() -> int:
         )
         targets.append(("postfix (no proxy)", postfix.port, None))
         port = free_port()
-        p = start([sys.executable, "-m", "proxy", "run", "--config",
+        p = start([sys.executable, "-m", "spamgate.proxy", "run", "--config",
                    str(spamgate_config(work, port, postfix.port, ""))], port)
         targets.append(("spamgate -> postfix", port, p.pid))
 

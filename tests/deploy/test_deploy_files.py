@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from filters.api import Filter
-from proxy.config import Config, load_config, parse_config
-from proxy.pipeline import discover
+from spamgate.filters.sdk.api import Filter
+from spamgate.proxy.config import Config, load_config, parse_config
+from spamgate.proxy.pipeline import discover
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -129,7 +129,7 @@ def test_container_config_is_valid_and_its_filters_build() -> None:
     assert cfg.backend.host == "postfix" and cfg.backend.port == 10025
     assert cfg.metrics.host == "0.0.0.0"
     builds_every_filter(cfg)
-    res = run(sys.executable, "-m", "proxy", "check-config", str(CONTAINER / "spamgate.toml"), cwd=ROOT)
+    res = run(sys.executable, "-m", "spamgate.proxy", "check-config", str(CONTAINER / "spamgate.toml"), cwd=ROOT)
     assert res.returncode == 0, res.stderr
 
 

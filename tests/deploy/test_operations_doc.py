@@ -63,7 +63,7 @@ def test_cost_example_output_is_what_the_command_prints() -> None:
 
 
 def cost(argv: list[str]) -> str:
-    cmd = [sys.executable, "-m", "proxy", "cost", *argv]
+    cmd = [sys.executable, "-m", "spamgate.proxy", "cost", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout
 
 

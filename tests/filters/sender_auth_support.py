@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from filters.api import DnsSettings
-from filters.auth_dns import AuthDns, DnsTempError, QType, Record
-from filters.dkim_sign import SigningKey, load_signing_key, sign_message
-from proxy.dkim_keygen import generate
+from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.sender_auth.dkim_sign import SigningKey, load_signing_key, sign_message
+from spamgate.filters.services.auth_dns import AuthDns, DnsTempError, QType, Record
+from spamgate.proxy.tools.dkim_keygen import generate
 
 __all__ = ["FakeDns", "make_key", "signed"]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from filters.antivirus import AntivirusFilter
-from filters.antivirus.clamd import ClamdClient, ClamdError, ClamdSettings, ScanResult, parse_answer
-from filters.api import QUARANTINE_NOTE, Decision, FilterEnv, OptionError, Phase
-from filters.runner import FilterSettings, Pipeline, Scoreboard, Slot
-from filters.testing import make_context
+from spamgate.filters.antivirus import AntivirusFilter
+from spamgate.filters.antivirus.clamd import ClamdClient, ClamdError, ClamdSettings, ScanResult, parse_answer
+from spamgate.filters.sdk.api import QUARANTINE_NOTE, Decision, FilterEnv, OptionError, Phase
+from spamgate.filters.sdk.runner import FilterSettings, Pipeline, Scoreboard, Slot
+from spamgate.filters.sdk.testing import make_context
 from tests.filters.attachment_samples import EICAR
 from tests.filters.fake_clamd import FakeClamd
 

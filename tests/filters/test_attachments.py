@@ -7,13 +7,13 @@ import tracemalloc
 
 import pytest
 
-from filters.api import Decision, FilterEnv, OptionError, Phase
-from filters.attachments import AttachmentsFilter
-from filters.attachments.archives import ArchiveLimits, gzip_name, list_archive
-from filters.attachments.detect import ole_has_vba, sniff
-from filters.attachments.mime import MimeLimits
-from filters.attachments.rules import Policy, extensions, inspect_message
-from filters.testing import make_context
+from spamgate.filters.attachments import AttachmentsFilter
+from spamgate.filters.attachments.archives import ArchiveLimits, gzip_name, list_archive
+from spamgate.filters.attachments.detect import ole_has_vba, sniff
+from spamgate.filters.attachments.mime import MimeLimits
+from spamgate.filters.attachments.rules import Policy, extensions, inspect_message
+from spamgate.filters.sdk.api import Decision, FilterEnv, OptionError, Phase
+from spamgate.filters.sdk.testing import make_context
 from tests.filters.attachment_samples import (
     EXE,
     PDF,

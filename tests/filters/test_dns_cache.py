@@ -5,8 +5,15 @@ from __future__ import annotations
 import dns.message
 import dns.rrset
 
-from filters.api import DnsSettings
-from filters.dns import DEFAULT_NEGATIVE_TTL, MAX_TTL, DnsAnswer, TtlCache, _negative_ttl, shared_resolver
+from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.services.dns import (
+    DEFAULT_NEGATIVE_TTL,
+    MAX_TTL,
+    DnsAnswer,
+    TtlCache,
+    _negative_ttl,
+    shared_resolver,
+)
 
 
 class Clock:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import socket
 
-from filters.api import DnsSettings
-from filters.dns import CachingResolver, probe
-from proxy.rdns import ReverseResolver
+from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.services.dns import CachingResolver, probe
+from spamgate.proxy.rdns import ReverseResolver
 
 
 def _dead_port() -> int:

@@ -7,10 +7,10 @@ from email.utils import format_datetime
 
 import pytest
 
-from filters.header_checks import StructureLimits, parse_fields
-from filters.header_spoof import SpoofFacts
-from filters.headers import DEFAULT_SCORES, check_message
-from filters.testing import canonical
+from spamgate.filters.headers.checks import StructureLimits, parse_fields
+from spamgate.filters.headers.filter import DEFAULT_SCORES, check_message
+from spamgate.filters.headers.spoof import SpoofFacts
+from spamgate.filters.sdk.testing import canonical
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DATE = format_datetime(NOW - timedelta(minutes=5))

@@ -7,9 +7,9 @@ from email.utils import format_datetime
 
 import pytest
 
-from filters.api import Decision, FilterEnv, OptionError, Phase
-from filters.headers import DEFAULT_SCORES, HeadersFilter
-from filters.testing import make_context, run_filter, run_pipeline
+from spamgate.filters.headers.filter import DEFAULT_SCORES, HeadersFilter
+from spamgate.filters.sdk.api import Decision, FilterEnv, OptionError, Phase
+from spamgate.filters.sdk.testing import make_context, run_filter, run_pipeline
 
 ENV = FilterEnv(hostname="mx.example.edu", local_domains=("example.edu",))
 DATE = format_datetime(datetime.now(UTC))

@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from filters.api import Decision, FilterEnv, OptionError, Phase
-from filters.local_sender import LocalSenderFilter
-from filters.sender_login import (
+from spamgate.filters.local_sender.filter import LocalSenderFilter
+from spamgate.filters.local_sender.sender_login import (
     load_sender_login_map,
     may_send_as,
     owners,
     parse_sender_login_map,
 )
-from filters.testing import make_context, run_filter, run_pipeline
+from spamgate.filters.sdk.api import Decision, FilterEnv, OptionError, Phase
+from spamgate.filters.sdk.testing import make_context, run_filter, run_pipeline
 
 ENV = FilterEnv(local_domains=("example.edu",))
 

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from filters.api import Phase, Verdict
-from filters.outage import DependencyError, Outage
-from filters.runner import FilterSettings, Pipeline, Scoreboard, Slot
-from filters.testing import make_context
+from spamgate.filters.sdk.api import Phase, Verdict
+from spamgate.filters.sdk.outage import DependencyError, Outage
+from spamgate.filters.sdk.runner import FilterSettings, Pipeline, Scoreboard, Slot
+from spamgate.filters.sdk.testing import make_context
 
 
 class Clock:

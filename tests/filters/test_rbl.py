@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from filters.api import Decision, DnsSettings, FilterEnv, Phase, Verdict
-from filters.dns import CachingResolver, DnsAnswer, RdType
-from filters.rbl import RblFilter
-from filters.testing import make_context
+from spamgate.filters.rbl.filter import RblFilter
+from spamgate.filters.sdk.api import Decision, DnsSettings, FilterEnv, Phase, Verdict
+from spamgate.filters.sdk.testing import make_context
+from spamgate.filters.services.dns import CachingResolver, DnsAnswer, RdType
 
 
 class TableResolver(CachingResolver):
@@ -222,7 +222,7 @@ async def test_rcpt_decides_on_what_connect_saw(monkeypatch: pytest.MonkeyPatch)
         ctx = make_context(Phase.RCPT, peer_ip="192.0.2.11", session_id="s1", rcpt=rcpt)
         assert (await flt.check(Phase.RCPT, ctx)).decision is Decision.CONTINUE
     assert len(res.asked) == 2  # the connect-time timeout is not retried at every RCPT
-    monkeypatch.setattr("filters.rbl.MEMO_SESSIONS", 1)
+    monkeypatch.setattr("spamgate.filters.rbl.filter.MEMO_SESSIONS", 1)
     await flt.check(Phase.CONNECT, make_context(Phase.CONNECT, peer_ip="192.0.2.1", session_id="s3"))
     assert list(flt._memo) == ["s3"]  # bounded: the oldest sessions are forgotten
 
@@ -257,7 +257,7 @@ async def test_uri_cap() -> None:
 
 
 def test_bad_option_is_an_option_error() -> None:
-    from filters.api import OptionError
+    from spamgate.filters.sdk.api import OptionError
 
     with pytest.raises(OptionError) as exc:
         RblFilter("rbl", {"lists": [{"zone": "zen.test", "wieght": 1}]}, FilterEnv())

@@ -6,10 +6,10 @@ import ipaddress
 
 import pytest
 
-from filters.api import OptionError
-from filters.dns import DnsAnswer
-from filters.options import parse_options
-from filters.rbl_lists import AnswerSpec, ListOptions, RblOptions, classify, reverse_ip
+from spamgate.filters.rbl.lists import AnswerSpec, ListOptions, RblOptions, classify, reverse_ip
+from spamgate.filters.sdk.api import OptionError
+from spamgate.filters.sdk.options import parse_options
+from spamgate.filters.services.dns import DnsAnswer
 
 
 def lst(**kw: object) -> ListOptions:

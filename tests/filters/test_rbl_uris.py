@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from filters.rbl_uris import message_url_hosts, registered_domain, url_hosts
-from filters.testing import canonical
+from spamgate.filters.rbl.uris import message_url_hosts, registered_domain, url_hosts
+from spamgate.filters.sdk.testing import canonical
 
 
 def test_registered_domains_from_text() -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from filters.api import Context, Decision, FilterEnv, HeaderRemoval, Phase, Reply, Symbol, Verdict
-from filters.runner import FilterSettings, Pipeline, Scoreboard, Slot
-from filters.scoring import Action, Thresholds, choose_action, spam_headers
-from filters.testing import make_context, run_pipeline
+from spamgate.filters.sdk.api import Context, Decision, FilterEnv, HeaderRemoval, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.runner import FilterSettings, Pipeline, Scoreboard, Slot
+from spamgate.filters.sdk.scoring import Action, Thresholds, choose_action, spam_headers
+from spamgate.filters.sdk.testing import make_context, run_pipeline
 
 R550 = Reply(550, "5.7.1", "no")
 R451 = Reply(451, "4.7.1", "later")
@@ -236,8 +236,8 @@ def test_filter_env_local_domains_match_subdomains() -> None:
 
 
 def test_example_plugin_options_are_validated() -> None:
-    from filters.api import OptionError
-    from filters.options import FilterOptions, parse_options
+    from spamgate.filters.sdk.api import OptionError
+    from spamgate.filters.sdk.options import FilterOptions, parse_options
 
     class Opts(FilterOptions):
         level: int = 1

@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from filters.auth_dns import DnsTempError
-from filters.dkim_check import verify_dkim
-from filters.dkim_sign import load_signing_key
-from filters.testing import canonical
+from spamgate.filters.sdk.testing import canonical
+from spamgate.filters.sender_auth.dkim_check import verify_dkim
+from spamgate.filters.sender_auth.dkim_sign import load_signing_key
+from spamgate.filters.services.auth_dns import DnsTempError
 from tests.filters.sender_auth_support import FakeDns, make_key, signed
 
 MSG = canonical("From: Alice <alice@example.org>\nTo: bob@example.edu\nSubject: hi\n\nHello Bob.\n")

@@ -6,10 +6,10 @@ import re
 import tomllib
 from pathlib import Path
 
-from filters.headers import HeadersFilter
-from filters.sender_auth import SenderAuthFilter
-from proxy.config import parse_config
-from proxy.dkim_keygen import generate
+from spamgate.filters.headers.filter import HeadersFilter
+from spamgate.filters.sender_auth.filter import SenderAuthFilter
+from spamgate.proxy.config import parse_config
+from spamgate.proxy.tools.dkim_keygen import generate
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sender-auth.md"
 

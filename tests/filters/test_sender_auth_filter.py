@@ -8,9 +8,9 @@ from typing import Any
 import dkim
 import pytest
 
-from filters.api import Decision, FilterEnv, HeaderRemoval, OptionError, Phase, Verdict
-from filters.sender_auth import SenderAuthFilter
-from filters.testing import canonical, make_context, run_filter
+from spamgate.filters.sdk.api import Decision, FilterEnv, HeaderRemoval, OptionError, Phase, Verdict
+from spamgate.filters.sdk.testing import canonical, make_context, run_filter
+from spamgate.filters.sender_auth.filter import SenderAuthFilter
 from tests.filters.sender_auth_support import FakeDns, make_key, signed
 
 ENV = FilterEnv(hostname="mx.example.edu", local_domains=("example.edu",))

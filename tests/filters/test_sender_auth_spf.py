@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from filters.auth_dns import DnsTempError
-from filters.spf_check import check_spf
+from spamgate.filters.sender_auth.spf import check_spf
+from spamgate.filters.services.auth_dns import DnsTempError
 from tests.filters.sender_auth_support import FakeDns
 
 ZONE: dict[tuple[str, str], Any] = {

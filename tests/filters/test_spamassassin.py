@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from filters.api import Decision, FilterEnv, OptionError, Phase
-from filters.runner import FilterSettings
-from filters.scoring import Action, Thresholds
-from filters.spamassassin import (
+from spamgate.filters.sdk.api import Decision, FilterEnv, OptionError, Phase
+from spamgate.filters.sdk.runner import FilterSettings
+from spamgate.filters.sdk.scoring import Action, Thresholds
+from spamgate.filters.sdk.testing import make_context, run_filter, run_pipeline
+from spamgate.filters.services.spamd_client import SpamdError
+from spamgate.filters.spamassassin.filter import (
     RESULT_HEADER,
     SKIPPED_SIZE,
     STRIPPED_HEADERS,
     SpamAssassinFilter,
     SpamAssassinOptions,
 )
-from filters.spamd_client import SpamdError
-from filters.testing import make_context, run_filter, run_pipeline
 from tests.filters.fake_spamd import FakeSpamd, spamd_reply
 
 ENV = FilterEnv(hostname="mx.example.edu", local_domains=("example.edu",))
@@ -242,7 +242,7 @@ async def test_long_rule_lists_are_cut_at_a_rule_boundary(spamd: FakeSpamd) -> N
 
 
 def test_the_documented_example_config_is_valid() -> None:
-    from proxy.config import parse_config
+    from spamgate.proxy.config import parse_config
 
     doc = (Path(__file__).parents[2] / "docs" / "spamassassin.md").read_text()
     [example] = re.findall(r"```toml\n(.*?)```", doc, re.S)

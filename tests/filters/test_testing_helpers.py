@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from filters.api import FilterEnv, Phase
-from filters.runner import FilterSettings
-from filters.scoring import Action, Thresholds
-from filters.testing import canonical, make_context, run_filter, run_pipeline
+from spamgate.filters.sdk.api import FilterEnv, Phase
+from spamgate.filters.sdk.runner import FilterSettings
+from spamgate.filters.sdk.scoring import Action, Thresholds
+from spamgate.filters.sdk.testing import canonical, make_context, run_filter, run_pipeline
 from tests.plugin_support import ensure_example_plugin
 
 

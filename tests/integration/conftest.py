@@ -46,7 +46,7 @@ class Spamgate:
     def start(self, timeout: float = 30.0) -> None:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", "spamgate.proxy", "run", "--config", str(self.config_path)],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )

@@ -19,7 +19,7 @@ from tests.integration.services.testca import make_ca
 
 def spamgate_audit(*args: str) -> tuple[int, str, str]:
     r = subprocess.run(
-        [sys.executable, "-m", "proxy", "audit", *args],
+        [sys.executable, "-m", "spamgate.proxy", "audit", *args],
         capture_output=True, text=True, timeout=120, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.auth.passwd_cli import add_user
+from spamgate.proxy.tools.passwd import add_user
 from tests.integration.conftest import Spamgate, SpamgateFactory
 from tests.integration.services.dovecot import start_dovecot
 from tests.integration.services.postfix import Postfix

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cost import CostInputs, compute, register
+from spamgate.proxy.tools.cost import CostInputs, compute, register
 from tests.integration.services.prometheus import Prometheus
 from tests.promql import substitute
 

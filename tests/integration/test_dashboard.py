@@ -35,8 +35,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from proxy.auth.passwd_cli import add_user
-from proxy.cost import register
+from spamgate.proxy.tools.cost import register
+from spamgate.proxy.tools.passwd import add_user
 from tests.filters.attachment_samples import EICAR, attachment
 from tests.filters.attachment_samples import message as att_message
 from tests.integration.conftest import Spamgate, SpamgateFactory

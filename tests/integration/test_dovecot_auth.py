@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.auth import AuthUnavailable, DovecotAuth, make_authenticator
-from proxy.config import Auth
+from spamgate.proxy.auth import AuthUnavailable, DovecotAuth, make_authenticator
+from spamgate.proxy.config import Auth
 from tests.integration.services.dovecot import Dovecot, start_dovecot
 
 USERS = {"alice@example.edu": "wonderland", "bob@example.edu": "b0b: with spaces & ümlauts"}

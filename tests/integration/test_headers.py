@@ -14,7 +14,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from filters.headers import DEFAULT_SCORES
+from spamgate.filters.headers.filter import DEFAULT_SCORES
 from tests.integration.conftest import SpamgateFactory
 from tests.integration.services.postfix import Postfix
 from tests.integration.smtp_client import send

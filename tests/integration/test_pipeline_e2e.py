@@ -134,7 +134,7 @@ def test_quarantine_stores_and_release_delivers(postfix: Postfix, spamgate: Spam
     qid = res.data[1].rsplit(" ", 1)[1]
     time.sleep(0.5)
     assert _count(postfix, mid) == 0
-    cli = [sys.executable, "-m", "proxy", "quarantine"]
+    cli = [sys.executable, "-m", "spamgate.proxy", "quarantine"]
     listing = subprocess.run([*cli, "list", "--config", str(sg.config_path)], capture_output=True, text=True)
     assert qid in listing.stdout and "EXAMPLE_SPAM_WORD" in listing.stdout
     shown = subprocess.run([*cli, "show", qid, "--config", str(sg.config_path)], capture_output=True, text=True)
@@ -194,7 +194,7 @@ def test_quarantine_rejects_keeps_would_be_rejects(postfix: Postfix, spamgate: S
     res = send(sg.port, "sender@example.org", ["alice@example.edu"], _msg(mid, "VIAGRA"))
     assert res.data is not None and res.data[0] == 250 and "quarantined as" in res.data[1]
     qid = res.data[1].rsplit(" ", 1)[1]
-    listing = subprocess.run([sys.executable, "-m", "proxy", "quarantine", "list", "--json", "--config",
+    listing = subprocess.run([sys.executable, "-m", "spamgate.proxy", "quarantine", "list", "--json", "--config",
                               str(sg.config_path)], capture_output=True, text=True, check=True)
     assert f'"id": "{qid}"' in listing.stdout and '"action": "reject"' in listing.stdout
     time.sleep(0.5)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_embedded_default_delivers_into_a_maildir(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "run", "--port", str(port)],
+        [sys.executable, "-m", "spamgate.proxy", "run", "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )

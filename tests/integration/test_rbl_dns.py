@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from filters.api import Decision, DnsSettings, FilterEnv, Phase
-from filters.dns import CachingResolver
-from filters.rbl import RblFilter
-from filters.testing import make_context
+from spamgate.filters.rbl.filter import RblFilter
+from spamgate.filters.sdk.api import Decision, DnsSettings, FilterEnv, Phase
+from spamgate.filters.sdk.testing import make_context
+from spamgate.filters.services.dns import CachingResolver
 from tests.integration.rbl_zones import IPV6_LISTED, NEGATIVE_TTL, TXT_127_0_0_2, ZONES
 from tests.integration.services.dns import DnsServer, silent_udp_port, start_dns
 

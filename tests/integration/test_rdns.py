@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from filters.api import DnsSettings
-from filters.dns import CachingResolver
-from proxy.rdns import ReverseResolver
+from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.services.dns import CachingResolver
+from spamgate.proxy.rdns import ReverseResolver
 from tests.integration.conftest import SpamgateFactory
 from tests.integration.services.dns import DnsServer, start_dns, zone
 from tests.integration.services.postfix import Postfix

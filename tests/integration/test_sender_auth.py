@@ -20,9 +20,9 @@ import dns.message
 import dns.query
 import pytest
 
-from filters.dkim_sign import SigningKey, load_signing_key, sign_message
-from proxy.auth.passwd_cli import add_user
-from proxy.dkim_keygen import dns_record, generate
+from spamgate.filters.sender_auth.dkim_sign import SigningKey, load_signing_key, sign_message
+from spamgate.proxy.tools.dkim_keygen import dns_record, generate
+from spamgate.proxy.tools.passwd import add_user
 from tests.integration.conftest import SpamgateFactory
 from tests.integration.services.dns import DnsServer, start_dns, zone
 from tests.integration.services.postfix import Postfix

@@ -27,7 +27,7 @@ from tests.integration.protocol_support import (
 )
 from tests.integration.services.postfix import Postfix, free_port, running_postfix
 
-SPAMGATE = [sys.executable, "-m", "proxy"]
+SPAMGATE = [sys.executable, "-m", "spamgate.proxy"]
 
 
 @pytest.fixture(autouse=True)
@@ -241,7 +241,7 @@ def test_run_with_bad_config_exits_nonzero(tmp_path: Path) -> None:
 
 
 def test_version_and_help() -> None:
-    from proxy import __version__
+    from spamgate.proxy import __version__
 
     r = subprocess.run([str(Path(sys.executable).parent / "spamgate"), "--version"], capture_output=True, text=True,
                        timeout=60)

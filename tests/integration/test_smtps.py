@@ -8,7 +8,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from proxy.auth.passwd_cli import add_user
+from spamgate.proxy.tools.passwd import add_user
 from tests.integration.conftest import SpamgateFactory
 from tests.integration.services.postfix import Postfix
 from tests.integration.services.testca import make_ca

@@ -181,7 +181,7 @@ def test_spamd_down_tempfail_then_recovers(spamgate: SpamgateFactory, postfix: P
 
 
 def spamgate_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "spamgate.proxy", *args], capture_output=True, text=True, timeout=120,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from filters.api import Context, Decision, FilterEnv, Phase
-from filters.runner import FilterSettings
-from filters.scoring import Action, Thresholds
-from filters.spamassassin import RESULT_HEADER, SpamAssassinFilter
-from filters.spamd_client import SpamdError, SpamdSettings
-from filters.testing import make_context, run_filter, run_pipeline
-from proxy.learn import learn_message, register
+from spamgate.filters.sdk.api import Context, Decision, FilterEnv, Phase
+from spamgate.filters.sdk.runner import FilterSettings
+from spamgate.filters.sdk.scoring import Action, Thresholds
+from spamgate.filters.sdk.testing import make_context, run_filter, run_pipeline
+from spamgate.filters.services.spamd_client import SpamdError, SpamdSettings
+from spamgate.filters.spamassassin.filter import RESULT_HEADER, SpamAssassinFilter
+from spamgate.proxy.tools.learn import learn_message, register
 from tests.integration.services.spamd import SA_EXAMPLES, Spamd, start_spamd
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from proxy.auth import audit as audit_mod
-from proxy.auth.audit import AuditOptions, CheckResult, audit, exit_status, render_table
+from spamgate.proxy.tools import audit as audit_mod
+from spamgate.proxy.tools.audit import AuditOptions, CheckResult, audit, exit_status, render_table
 from tests.integration.services.testca import make_ca
 
 

@@ -8,9 +8,9 @@ from typing import Literal
 import pytest
 from argon2 import PasswordHasher
 
-from proxy.auth import Authenticator, DovecotAuth, PasswordFile, PasswordFileError, make_authenticator
-from proxy.auth.credentials import parse_password_file, valid_username
-from proxy.config import Auth
+from spamgate.proxy.auth import Authenticator, DovecotAuth, PasswordFile, PasswordFileError, make_authenticator
+from spamgate.proxy.auth.credentials import parse_password_file, valid_username
+from spamgate.proxy.config import Auth
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 

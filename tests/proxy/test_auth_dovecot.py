@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.auth import AuthUnavailable, DovecotAuth
+from spamgate.proxy.auth import AuthUnavailable, DovecotAuth
 
 HANDSHAKE = b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t1\nCUID\t1\nCOOKIE\tab\nDONE\n"
 

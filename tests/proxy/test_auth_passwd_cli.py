@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.auth import PasswordFile
-from proxy.auth.passwd_cli import register
+from spamgate.proxy.auth import PasswordFile
+from spamgate.proxy.tools.passwd import register
 
 
 def cli(*argv: str) -> int:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.auth import PenaltyBox, make_penalty_box
-from proxy.auth.penalty import client_key
-from proxy.config import Auth
+from spamgate.proxy.auth import PenaltyBox, make_penalty_box
+from spamgate.proxy.auth.penalty import client_key
+from spamgate.proxy.config import Auth
 
 
 class Clock:

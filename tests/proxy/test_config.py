@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import Config, ConfigError, default_config, load_config, parse_config
+from spamgate.proxy.config import Config, ConfigError, default_config, load_config, parse_config
 
 SRC = "/etc/spamgate/spamgate.toml"
 
@@ -218,7 +218,7 @@ def test_loopback_is_exempt_from_the_per_ip_limit_by_default() -> None:
 
 
 def test_dns_defaults_to_the_system_resolvers(tmp_path: Path) -> None:
-    from proxy.config import system_nameservers
+    from spamgate.proxy.config import system_nameservers
 
     conf = tmp_path / "resolv.conf"
     conf.write_text("search example.org\nnameserver 192.0.2.53\nnameserver ::1\n")

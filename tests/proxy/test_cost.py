@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.cost import CostInputs, compute, register, run, to_json
+from spamgate.proxy.tools.cost import CostInputs, compute, register, run, to_json
 
 CASE_STUDY = ["--employees", "680", "--workdays", "230", "--hourly-wage", "15", "--spam-per-day", "25",
               "--seconds-per-spam", "3"]  # fmt: skip

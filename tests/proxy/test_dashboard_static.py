@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.cost import SPAM_RATE
+from spamgate.proxy.tools.cost import SPAM_RATE
 from tests.promql import (
     defined_label_names,
     defined_sample_names,

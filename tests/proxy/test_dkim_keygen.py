@@ -10,8 +10,8 @@ from pathlib import Path
 import dkim
 import pytest
 
-from filters.dkim_sign import load_signing_key, sign_message
-from proxy.dkim_keygen import dns_record, register
+from spamgate.filters.sender_auth.dkim_sign import load_signing_key, sign_message
+from spamgate.proxy.tools.dkim_keygen import dns_record, register
 
 
 def run(argv: list[str]) -> int:

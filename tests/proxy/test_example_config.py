@@ -6,9 +6,9 @@ import asyncio
 import re
 from pathlib import Path
 
-from filters.api import Filter
-from proxy.config import Config, load_config
-from proxy.pipeline import discover
+from spamgate.filters.sdk.api import Filter
+from spamgate.proxy.config import Config, load_config
+from spamgate.proxy.pipeline import discover
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "spamgate.toml"
 
@@ -40,7 +40,7 @@ def test_every_config_key_is_in_the_example() -> None:
         sub = model.annotation
         fields = getattr(sub, "model_fields", None)
         if fields is None:  # listen: a tuple of Listener
-            from proxy.config import Listener
+            from spamgate.proxy.config import Listener
 
             fields = Listener.model_fields
         missing = set(fields) - present
@@ -51,6 +51,7 @@ def test_check_config_names_file_and_listener_for_missing_tls_files() -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "proxy", "check-config", str(EXAMPLE)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "spamgate.proxy", "check-config", str(EXAMPLE)],
+                       capture_output=True, text=True)
     assert r.returncode == 1
     assert f"{EXAMPLE}: listen 'mx': tls_cert/tls_key: cannot load /etc/spamgate/tls/fullchain.pem" in r.stderr

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-import proxy.metrics as m
-from proxy.http import HealthServer
+import spamgate.proxy.metrics as m
+from spamgate.proxy.http import HealthServer
 
 
 async def request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:

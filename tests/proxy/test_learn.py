@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from filters.spamd_client import SpamdError, SpamdSettings
-from proxy.learn import LearnSettings, iter_messages, learn_message, register
+from spamgate.filters.services.spamd_client import SpamdError, SpamdSettings
+from spamgate.proxy.tools.learn import LearnSettings, iter_messages, learn_message, register
 from tests.filters.fake_spamd import FakeSpamd, spamd_reply
 
 LEARNED = spamd_reply(spam=None, extra="DidSet: local\r\n")

@@ -6,8 +6,15 @@ import re
 
 import pytest
 
-from filters.api import HeaderRemoval
-from proxy.message import build_final, canonicalize, find_bare_newlines, format_header, received_header, strip_headers
+from spamgate.filters.sdk.api import HeaderRemoval
+from spamgate.proxy.message import (
+    build_final,
+    canonicalize,
+    find_bare_newlines,
+    format_header,
+    received_header,
+    strip_headers,
+)
 from tests.smuggling import BARE_NEWLINE_VARIANTS
 
 

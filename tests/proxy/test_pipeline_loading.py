@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from filters.api import Phase
-from proxy.config import parse_config
-from proxy.pipeline import PluginError, build_pipeline, describe, discover
+from spamgate.filters.sdk.api import Phase
+from spamgate.proxy.config import parse_config
+from spamgate.proxy.pipeline import PluginError, build_pipeline, describe, discover
 from tests.plugin_support import ensure_example_plugin
 
 
@@ -59,7 +59,7 @@ def test_bad_option_names_filter_distribution_and_key() -> None:
 
 
 def test_bad_common_key_is_a_config_error() -> None:
-    from proxy.config import ConfigError
+    from spamgate.proxy.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
         parse_config({"filters": {"example_keyword": {"enabled": True, "on_error": "explode"}}}, "s.toml")
@@ -72,11 +72,13 @@ def test_check_config_shows_the_filter_order(tmp_path: Path) -> None:
         '[backend]\nurl = "maildir:' + str(tmp_path / "md") + '"\n'
         '[filters.example_keyword]\nenabled = true\norder = 5\nmode = "observe"\n'
     )
-    r = subprocess.run([sys.executable, "-m", "proxy", "check-config", str(cfg)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "spamgate.proxy", "check-config", str(cfg)],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "rcpt     example_keyword(order=5, observe)" in r.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[filters.example_keyword]\nenabled = true\nnope = 1\n")
-    r = subprocess.run([sys.executable, "-m", "proxy", "check-config", str(bad)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "spamgate.proxy", "check-config", str(bad)],
+                       capture_output=True, text=True)
     assert r.returncode == 1
     assert f"{bad}: [filters.example_keyword].nope: unknown option" in r.stderr

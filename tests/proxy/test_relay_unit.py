@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.config import Backend
-from proxy.relay import BackendError, BackendReply, ClientFacts, SmtpBackend, _xclient_addr, xtext
+from spamgate.proxy.config import Backend
+from spamgate.proxy.relay import BackendError, BackendReply, ClientFacts, SmtpBackend, _xclient_addr, xtext
 
 
 @pytest.mark.parametrize(

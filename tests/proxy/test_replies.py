@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from filters.api import Reply
-from proxy import replies
-from proxy.replies import enhance, format_multiline
+from spamgate.filters.sdk.api import Reply
+from spamgate.proxy import replies
+from spamgate.proxy.replies import enhance, format_multiline
 
 ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 

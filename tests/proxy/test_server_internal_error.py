@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from proxy.config import parse_config
-from proxy.server import Server
-from proxy.session import SessionState
+from spamgate.proxy.config import parse_config
+from spamgate.proxy.server import Server
+from spamgate.proxy.session import SessionState
 
 
 class Boom(RuntimeError):

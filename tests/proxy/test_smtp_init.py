@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from filters.runner import Pipeline
-from proxy.config import parse_config
-from proxy.maildir import MaildirBackend
-from proxy.runtime import Runtime, SessionCounter
-from proxy.smtp import GateSMTP
+from spamgate.filters.sdk.runner import Pipeline
+from spamgate.proxy.config import parse_config
+from spamgate.proxy.maildir import MaildirBackend
+from spamgate.proxy.runtime import Runtime, SessionCounter
+from spamgate.proxy.smtp import GateSMTP
 
 
 class _Handler:

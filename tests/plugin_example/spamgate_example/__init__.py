@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from filters.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
-from filters.options import FilterOptions, parse_options
+from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.options import FilterOptions, parse_options
 
 
 class KeywordOptions(FilterOptions):

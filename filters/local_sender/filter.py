@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from email.utils import getaddresses
 from typing import Any, Literal
 
-from filters.api import Context, FilterEnv, OptionError, Phase, Reply, Symbol, Verdict, domain_of
-from filters.options import FilterOptions, parse_options
-from filters.sender_login import SenderLoginMap, load_sender_login_map, may_send_as
+from spamgate.filters.local_sender.sender_login import SenderLoginMap, load_sender_login_map, may_send_as
+from spamgate.filters.sdk.api import Context, FilterEnv, OptionError, Phase, Reply, Symbol, Verdict, domain_of
+from spamgate.filters.sdk.options import FilterOptions, parse_options
 
 __all__ = ["LocalSenderFilter", "LocalSenderOptions"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 
-from filters.header_checks import Hit, ParsedHeaders
+from spamgate.filters.headers.checks import Hit, ParsedHeaders
 
 __all__ = ["SpoofFacts", "display_name_hits", "from_addresses", "received_hits", "spoof_hits"]
 

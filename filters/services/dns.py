@@ -31,8 +31,8 @@ import dns.resolver
 import dns.rrset
 from prometheus_client import Counter, Histogram
 
-from filters.api import DnsSettings
-from filters.outage import Outage
+from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.sdk.outage import Outage
 
 __all__ = ["MAX_TTL", "CachingResolver", "DnsAnswer", "TtlCache", "make_resolver", "probe", "shared_resolver"]
 

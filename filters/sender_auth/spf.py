@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import spf
 
-from filters.auth_dns import AuthDns, DnsTempError
+from spamgate.filters.services.auth_dns import AuthDns, DnsTempError
 
 __all__ = ["SpfResult", "check_spf"]
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from email.utils import formatdate
 from typing import Any, Literal
 
-from proxy.auth.probe import Probe, ProbeError, SmtpReply
+from spamgate.proxy.tools.probe import Probe, ProbeError, SmtpReply
 
 __all__ = ["AuditOptions", "CheckResult", "audit", "register", "run"]
 

@@ -30,11 +30,11 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from filters.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
-from filters.dns import CachingResolver, shared_resolver
-from filters.options import parse_options
-from filters.rbl_lists import Classified, ListOptions, RblOptions, classify, reverse_ip
-from filters.rbl_uris import message_url_hosts
+from spamgate.filters.rbl.lists import Classified, ListOptions, RblOptions, classify, reverse_ip
+from spamgate.filters.rbl.uris import message_url_hosts
+from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.options import parse_options
+from spamgate.filters.services.dns import CachingResolver, shared_resolver
 
 __all__ = ["LOOKUPS", "Listing", "RblFilter"]
 

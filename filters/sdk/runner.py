@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from filters.api import (
+from spamgate.filters.sdk.api import (
     Context,
     Decision,
     Filter,
@@ -35,8 +35,8 @@ from filters.api import (
     Symbol,
     Verdict,
 )
-from filters.options import IPNetwork
-from filters.outage import Outage
+from spamgate.filters.sdk.options import IPNetwork
+from spamgate.filters.sdk.outage import Outage
 
 __all__ = [
     "ERROR_TEMPFAIL_REPLY",

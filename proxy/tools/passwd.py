@@ -17,7 +17,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 
-from proxy.auth.credentials import PasswordFileError, parse_password_file, valid_username
+from spamgate.proxy.auth.credentials import PasswordFileError, parse_password_file, valid_username
 
 __all__ = ["register", "run"]
 

@@ -13,8 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from filters.api import Context, FilterEnv, OptionError, Phase, Reply, Symbol, Verdict
-from filters.header_checks import (
+from spamgate.filters.headers.checks import (
     Hit,
     StructureLimits,
     address_hits,
@@ -23,8 +22,9 @@ from filters.header_checks import (
     parse_fields,
     structure_hits,
 )
-from filters.header_spoof import SpoofFacts, spoof_hits
-from filters.options import FilterOptions, parse_options
+from spamgate.filters.headers.spoof import SpoofFacts, spoof_hits
+from spamgate.filters.sdk.api import Context, FilterEnv, OptionError, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.options import FilterOptions, parse_options
 
 __all__ = ["DEFAULT_SCORES", "HeadersFilter", "HeadersOptions", "check_message"]
 

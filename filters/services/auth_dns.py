@@ -14,8 +14,8 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from filters.api import DnsSettings
-from filters.dns import CachingResolver, make_resolver, shared_resolver
+from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.services.dns import CachingResolver, make_resolver, shared_resolver
 
 __all__ = ["AuthDns", "DnsTempError", "Record"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from filters.dkim_check import DkimVerification
-from filters.dmarc import DmarcResult
-from filters.spf_check import SpfResult
+from spamgate.filters.sender_auth.dkim_check import DkimVerification
+from spamgate.filters.sender_auth.dmarc import DmarcResult
+from spamgate.filters.sender_auth.spf import SpfResult
 
 __all__ = ["DEFAULT_SCORES", "AuthOutcome", "auth_results_value", "outcome_symbols", "submission_results_value"]
 

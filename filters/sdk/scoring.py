@@ -6,7 +6,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from filters.runner import ScoreEntry
+from spamgate.filters.sdk.runner import ScoreEntry
 
 __all__ = ["Action", "Thresholds", "choose_action", "explain", "spam_headers"]
 

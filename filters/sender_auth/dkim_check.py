@@ -18,7 +18,7 @@ from typing import Literal
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from filters.auth_dns import AuthDns, DnsTempError
+from spamgate.filters.services.auth_dns import AuthDns, DnsTempError
 
 __all__ = ["DkimResult", "DkimVerification", "key_names", "verify_dkim", "verify_prefetched"]
 

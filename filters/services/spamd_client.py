@@ -24,7 +24,7 @@ from aiospamc.header_values import ActionOption, MessageClassOption, MessageClas
 from aiospamc.requests import Request
 from aiospamc.responses import ResponseException
 
-from filters.outage import DependencyError
+from spamgate.filters.sdk.outage import DependencyError
 
 __all__ = [
     "ErrorKind",

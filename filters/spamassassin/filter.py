@@ -28,9 +28,9 @@ from typing import Any, Literal
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from filters.api import Context, FilterEnv, HeaderRemoval, Phase, Symbol, Verdict
-from filters.options import FilterOptions, parse_options
-from filters.spamd_client import SpamdClient, SpamdError, SpamdResult, SpamdSettings
+from spamgate.filters.sdk.api import Context, FilterEnv, HeaderRemoval, Phase, Symbol, Verdict
+from spamgate.filters.sdk.options import FilterOptions, parse_options
+from spamgate.filters.services.spamd_client import SpamdClient, SpamdError, SpamdResult, SpamdSettings
 
 __all__ = ["SKIPPED_SIZE", "STRIPPED_HEADERS", "SpamAssassinFilter", "SpamAssassinOptions"]
 

@@ -23,21 +23,21 @@ from typing import Any
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from filters.api import Context, FilterEnv, HeaderRemoval, OptionError, Phase, Reply, Symbol, Verdict
-from filters.auth_dns import AuthDns
-from filters.auth_results import (
+from spamgate.filters.sdk.api import Context, FilterEnv, HeaderRemoval, OptionError, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.options import FilterOptions, parse_options
+from spamgate.filters.sender_auth.auth_results import (
     DEFAULT_SCORES,
     AuthOutcome,
     auth_results_value,
     outcome_symbols,
     submission_results_value,
 )
-from filters.dkim_check import DkimVerification, verify_dkim
-from filters.dkim_sign import DEFAULT_SIGN_HEADERS, SigningKey, load_signing_key, sign_message
-from filters.dmarc import check_dmarc
-from filters.options import FilterOptions, parse_options
-from filters.public_suffix import DEFAULT_PSL_PATH, load_psl
-from filters.spf_check import SpfResult, check_spf
+from spamgate.filters.sender_auth.dkim_check import DkimVerification, verify_dkim
+from spamgate.filters.sender_auth.dkim_sign import DEFAULT_SIGN_HEADERS, SigningKey, load_signing_key, sign_message
+from spamgate.filters.sender_auth.dmarc import check_dmarc
+from spamgate.filters.sender_auth.spf import SpfResult, check_spf
+from spamgate.filters.services.auth_dns import AuthDns
+from spamgate.filters.services.public_suffix import DEFAULT_PSL_PATH, load_psl
 
 __all__ = ["SenderAuthFilter", "SenderAuthOptions", "SigningDomain"]
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    from filters.testing import make_context, run_filter
+    from spamgate.filters.sdk.testing import make_context, run_filter
     verdict = await run_filter(MyFilter("mine", {}, FilterEnv()), Phase.DATA,
                                make_context(Phase.DATA, message=b"Subject: hi\\r\\n\\r\\nbody\\r\\n"))
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filters.api import (
+from spamgate.filters.sdk.api import (
     AuthAttempt,
     Context,
     Envelope,
@@ -26,8 +26,8 @@ from filters.api import (
     SessionInfo,
     Verdict,
 )
-from filters.runner import FilterSettings, PhaseResult, Pipeline, Scoreboard, Slot
-from filters.scoring import Action, Thresholds, choose_action
+from spamgate.filters.sdk.runner import FilterSettings, PhaseResult, Pipeline, Scoreboard, Slot
+from spamgate.filters.sdk.scoring import Action, Thresholds, choose_action
 
 __all__ = ["PipelineRun", "canonical", "make_context", "run_filter", "run_pipeline"]
 

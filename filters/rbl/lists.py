@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from filters.dns import DnsAnswer
-from filters.options import FilterOptions, Networks
+from spamgate.filters.sdk.options import FilterOptions, Networks
+from spamgate.filters.services.dns import DnsAnswer
 
 __all__ = [
     "AnswerSpec",

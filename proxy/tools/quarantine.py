@@ -11,8 +11,8 @@ from typing import Any
 
 import aiosmtplib
 
-from proxy.config import Config, ConfigError, load_config
-from proxy.quarantine import Quarantine
+from spamgate.proxy.config import Config, ConfigError, load_config
+from spamgate.proxy.quarantine import Quarantine
 
 __all__ = ["register"]
 
@@ -30,8 +30,8 @@ def _store(args: argparse.Namespace) -> tuple[Quarantine, Config | None]:
 
 async def _reinject(cfg: Config, mail_from: str, rcpts: list[str], message: bytes) -> str:
     if cfg.backend.maildir is not None:
-        from proxy.maildir import MaildirBackend
-        from proxy.relay import ClientFacts
+        from spamgate.proxy.maildir import MaildirBackend
+        from spamgate.proxy.relay import ClientFacts
 
         txn = await MaildirBackend(cfg.backend.maildir).begin(ClientFacts("127.0.0.1"))
         await txn.mail(mail_from, [])
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         reply = asyncio.run(_reinject(cfg, entry.mail_from, entry.recipients, message))
         if args.learn_ham:
-            from filters.spamd_client import SpamdError
-            from proxy.learn import learn_message, settings_from_config
+            from spamgate.filters.services.spamd_client import SpamdError
+            from spamgate.proxy.tools.learn import learn_message, settings_from_config
 
             store.delete(args.id)
             try:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from filters.api import OptionError
-from filters.options import parse_options
-from filters.spamassassin import SpamAssassinOptions
-from filters.spamd_client import SpamdClient, SpamdError, SpamdSettings
-from proxy.config import Config, ConfigError, load_config
+from spamgate.filters.sdk.api import OptionError
+from spamgate.filters.sdk.options import parse_options
+from spamgate.filters.services.spamd_client import SpamdClient, SpamdError, SpamdSettings
+from spamgate.filters.spamassassin.filter import SpamAssassinOptions
+from spamgate.proxy.config import Config, ConfigError, load_config
 
 __all__ = ["LearnSettings", "iter_messages", "learn_message", "register", "run", "settings_from_config"]
 
