@@ -14,7 +14,7 @@ import aiosmtplib
 from proxy.config import Config, ConfigError, load_config
 from proxy.quarantine import Quarantine
 
-__all__ = ["register"]
+__all__ = ["register", "reinject"]
 
 
 def _store(args: argparse.Namespace) -> tuple[Quarantine, Config | None]:
@@ -28,7 +28,7 @@ def _store(args: argparse.Namespace) -> tuple[Quarantine, Config | None]:
     return Quarantine(cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")), cfg
 
 
-async def _reinject(cfg: Config, mail_from: str, rcpts: list[str], message: bytes) -> str:
+async def reinject(cfg: Config, mail_from: str, rcpts: list[str], message: bytes) -> str:
     if cfg.backend.maildir is not None:
         from proxy.maildir import MaildirBackend
         from proxy.relay import ClientFacts
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg is None:
             print("spamgate: release needs --config FILE (for the backend)", file=sys.stderr)
             return 1
-        reply = asyncio.run(_reinject(cfg, entry.mail_from, entry.recipients, message))
+        reply = asyncio.run(reinject(cfg, entry.mail_from, entry.recipients, message))
         if args.learn_ham:
             from filters.spamd_client import SpamdError
             from proxy.learn import learn_message, settings_from_config

@@ -14,6 +14,7 @@ from filters.api import ReadyCheck
 from proxy import metrics
 from proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
 from proxy.config import Config, ConfigError, Listener, load_config
+from proxy.console import ConsoleServer
 from proxy.http import HealthServer
 from proxy.maildir import MaildirBackend
 from proxy.pipeline import PluginError, build_pipeline
@@ -84,6 +85,7 @@ class Server:
         self.servers: list[asyncio.Server] = []
         self.sessions: weakref.WeakSet[GateSMTP] = weakref.WeakSet()
         self.health: HealthServer | None = None
+        self.console = ConsoleServer(self)
         self.stopped = asyncio.Event()
         self.ports: dict[str, int] = {}
 
@@ -109,16 +111,18 @@ class Server:
             self.ports[lst.label] = port
             log.info("listening listener=%s role=%s address=%s:%d tls=%s", lst.label, lst.role, lst.host, port,
                      "implicit" if lst.role == "smtps" else ("starttls" if ctx else "none"))
+        # The checks exist even with [metrics] off: the console's status page asks them too.
+        self.health = HealthServer(self.cfg.metrics.host, self.cfg.metrics.port)
+        self.health.add_check("backend", lambda: self.runtime.backend.ping())
+        for slot in self.runtime.pipeline.slots:
+            if isinstance(slot.filter, ReadyCheck):
+                # A fail-open filter's dependency being down degrades filtering but mail still flows.
+                self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
+                                      critical=slot.settings.on_error == "tempfail")
         if self.cfg.metrics.enabled:
-            self.health = HealthServer(self.cfg.metrics.host, self.cfg.metrics.port)
-            self.health.add_check("backend", lambda: self.runtime.backend.ping())
-            for slot in self.runtime.pipeline.slots:
-                if isinstance(slot.filter, ReadyCheck):
-                    # A fail-open filter's dependency being down degrades filtering but mail still flows.
-                    self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
-                                          critical=slot.settings.on_error == "tempfail")
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
+        await self.console.start()
         if self.runtime.quarantine is not None:
             try:
                 self.runtime.quarantine.ensure()
@@ -205,6 +209,7 @@ class Server:
             await self.runtime.authenticator.close()
         if self.health is not None:
             await self.health.stop()
+        await self.console.stop()
         log.info("stopped")
         self.stopped.set()
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(postfix spamassassin spamd spamc swaks nsd prometheus dovecot-core openssl ca-certificates publicsuffix
-              systemd
+              systemd chromium
               python3-venv)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
