@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "proxy.cost",
     "proxy.learn",
     "proxy.dkim_keygen",
+    "proxy.digest",
 )
 
 log = logging.getLogger("spamgate")
