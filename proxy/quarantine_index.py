@@ -40,7 +40,7 @@ CREATE TABLE rcpt(addr TEXT NOT NULL, id TEXT NOT NULL, time REAL NOT NULL, PRIM
 CREATE INDEX rcpt_id ON rcpt(id);
 CREATE TABLE reason(name TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY(name, id)) WITHOUT ROWID;
 CREATE INDEX reason_id ON reason(id);
-CREATE VIRTUAL TABLE subj USING fts5(subject, id UNINDEXED, tokenize='trigram');
+CREATE VIRTUAL TABLE subj USING fts5(subject, tokenize='trigram');  -- rowid = msg.rowid
 """
 # The trigram tokenizer cannot match fewer than three characters.
 _MIN_TRIGRAM = 3
@@ -140,16 +140,25 @@ class QuarantineIndex:
     @staticmethod
     def _insert(con: sqlite3.Connection, e: dict[str, Any], subject: str) -> None:
         qid = e["id"]
-        con.execute("DELETE FROM subj WHERE id = ?", (qid,))
-        con.execute(
-            "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?)",
+        QuarantineIndex._delete(con, qid)
+        cur = con.execute(
+            "INSERT INTO msg VALUES (?,?,?,?,?,?,?,?,?)",
             (qid, e["time"], e["mail_from"].lower(), subject, e["score"], e["action"], json.dumps(e["reasons"]),
              json.dumps(e["recipients"]), e["size"]),
         )  # fmt: skip
         con.executemany("INSERT OR IGNORE INTO rcpt VALUES (?,?,?)",
                         [(r.lower(), qid, e["time"]) for r in e["recipients"]])
         con.executemany("INSERT OR IGNORE INTO reason VALUES (?,?)", [(r.lower(), qid) for r in e["reasons"]])
-        con.execute("INSERT INTO subj(subject, id) VALUES (?, ?)", (subject, qid))
+        con.execute("INSERT INTO subj(rowid, subject) VALUES (?, ?)", (cur.lastrowid, subject))
+
+    @staticmethod
+    def _delete(con: sqlite3.Connection, qid: str) -> None:
+        row = con.execute("SELECT rowid FROM msg WHERE id = ?", (qid,)).fetchone()
+        if row is None:
+            return
+        con.execute("DELETE FROM subj WHERE rowid = ?", row)
+        for table in ("msg", "rcpt", "reason"):
+            con.execute(f"DELETE FROM {table} WHERE id = ?", (qid,))
 
     def add(self, entry: dict[str, Any], subject: str) -> None:
         with self._db() as con:
@@ -162,8 +171,7 @@ class QuarantineIndex:
 
     def remove(self, qid: str) -> None:
         with self._db() as con:
-            for table in ("msg", "rcpt", "reason", "subj"):
-                con.execute(f"DELETE FROM {table} WHERE id = ?", (qid,))
+            self._delete(con, qid)
 
     def search(self, q: Search) -> tuple[list[IndexRow], int]:
         """One page of matches, newest first, and how many match in all."""
@@ -208,7 +216,7 @@ class QuarantineIndex:
             args += a
         subject = q.subject.strip()
         if len(subject) >= _MIN_TRIGRAM:
-            where.append("m.id IN (SELECT id FROM subj WHERE subj MATCH ?)")
+            where.append("m.rowid IN (SELECT rowid FROM subj WHERE subj MATCH ?)")
             args.append('"' + subject.replace('"', '""') + '"')
         elif subject:
             where.append("m.subject LIKE ? ESCAPE '\\'")
