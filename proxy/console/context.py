@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from proxy.auth import PasswordFile, PenaltyBox, make_penalty_box
 from proxy.config import Config
@@ -21,7 +22,7 @@ from proxy.quarantine import Quarantine
 from proxy.release_tokens import LinkKey
 from proxy.runtime import Penalties, Runtime
 
-__all__ = ["CTX", "ConsoleContext", "ConsoleHost", "session_of"]
+__all__ = ["CTX", "FORM", "SESSION", "ConsoleContext", "ConsoleHost", "session_of"]
 
 
 class ConsoleHost(Protocol):
@@ -69,8 +70,9 @@ class ConsoleContext:
 
 
 CTX = web.AppKey("console", ConsoleContext)
+SESSION = web.RequestKey("session", Session)
+FORM = web.RequestKey("form", MultiDictProxy)
 
 
 def session_of(request: web.Request) -> Session | None:
-    s = request.get("session")
-    return s if isinstance(s, Session) else None
+    return request.get(SESSION)

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from proxy.console.actions import ActionError, delete, release
-from proxy.console.context import CTX, session_of
+from proxy.console.context import CTX, FORM, session_of
 from proxy.console.pages import e, fmt_time, hidden_csrf, layout, table
 from proxy.console.render import render_message
 from proxy.console.security import Session, audit
@@ -121,7 +121,7 @@ async def message(request: web.Request) -> web.StreamResponse:
 async def act(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     session = _user(request)
-    form = request["form"]
+    form = request[FORM]
     action = str(form.get("action", ""))
     ids = [str(i) for i in form.getall("ids", [])]
     if action not in _ACTIONS or not ids:

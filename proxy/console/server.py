@@ -21,7 +21,7 @@ from aiohttp import web
 from proxy.auth import PasswordFile, PasswordFileError
 from proxy.auth.credentials import parse_password_file
 from proxy.console import quarantine_views, views
-from proxy.console.context import CTX, ConsoleContext, ConsoleHost
+from proxy.console.context import CTX, FORM, SESSION, ConsoleContext, ConsoleHost
 from proxy.console.security import COOKIE, SessionStore, audit, csrf_ok
 from proxy.console.status import RateSampler
 from proxy.http import start_site
@@ -53,7 +53,8 @@ def _public(path: str) -> bool:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = request.app[CTX]
     session = ctx.sessions.get(request.cookies.get(COOKIE))
-    request["session"] = session
+    if session is not None:
+        request[SESSION] = session
     logged_in = session is not None and session.user is not None
     try:
         if not _public(request.path) and not logged_in:
@@ -66,10 +67,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 audit(session.user if session and session.user else "-", "csrf_rejected", result="403",
                       client=request.remote or "-", detail=request.path)
                 raise web.HTTPForbidden(text="missing or wrong CSRF token\n")
-            request["form"] = form
+            request[FORM] = form
         resp = await handler(request)
-    except web.HTTPException as exc:
-        resp = exc
+    except web.HTTPException as exc:  # redirects and refusals: same headers, still raised
+        for k, v in _HEADERS.items():
+            exc.headers.setdefault(k, v)
+        raise
     for k, v in _HEADERS.items():
         resp.headers.setdefault(k, v)
     return resp

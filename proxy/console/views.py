@@ -9,7 +9,7 @@ from aiohttp import web
 
 from proxy import metrics
 from proxy.console.actions import ActionError, release_to
-from proxy.console.context import CTX, session_of
+from proxy.console.context import CTX, FORM, session_of
 from proxy.console.pages import e, fmt_time, hidden_csrf, layout, table
 from proxy.console.security import COOKIE, audit
 from proxy.quarantine_index import subject_of
@@ -49,7 +49,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
-    form = request["form"]
+    form = request[FORM]
     session = session_of(request)
     assert session is not None  # the guard checked its CSRF token
     ip = request.remote or "-"

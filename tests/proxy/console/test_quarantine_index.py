@@ -43,12 +43,15 @@ async def test_store_delete_and_drop_recipient_keep_the_index_in_step(tmp_path: 
     assert q.index.search(Search())[1] == 0
 
 
+def _drop_index(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
 async def test_missing_index_is_rebuilt_from_the_files(tmp_path: Path) -> None:
     q = Quarantine(tmp_path)
     ids = {await _store(q), await _store(q, sender="other@x.example")}
-    q.index.path.unlink()
-    for suffix in ("-wal", "-shm"):
-        Path(str(q.index.path) + suffix).unlink(missing_ok=True)
+    _drop_index(q.index.path)
     fresh = QuarantineIndex(tmp_path)
     rows, total = fresh.search(Search())
     assert total == 2 and {r.id for r in rows} == ids
