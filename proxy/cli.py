@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "spamgate.proxy.tools.cost",
     "spamgate.proxy.tools.learn",
     "spamgate.proxy.tools.dkim_keygen",
+    "spamgate.proxy.tools.digest",
 )
 
 log = logging.getLogger("spamgate")

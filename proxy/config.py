@@ -188,6 +188,27 @@ class Metrics(_Model):
     port: int = Field(default=9787, ge=0, le=65535)
 
 
+class Console(_Model):
+    """The web console; it only listens once ``admin_file`` holds an account."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9788, ge=0, le=65535)
+    admin_file: str = "/etc/spamgate/admins"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    public_url: str | None = None
+    grafana_url: str | None = None
+    session_seconds: float = Field(default=28800.0, gt=0)
+    digest_from: str | None = None
+    digest_link_days: float = Field(default=7.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Console:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
 class FilterTable(BaseModel):
     """``[filters.<name>]``: the common keys; everything else goes to the filter."""
 
@@ -222,6 +243,7 @@ class Config(_Model):
     auth: Auth = Field(default_factory=Auth)
     dns: Dns = Field(default_factory=Dns)
     metrics: Metrics = Field(default_factory=Metrics)
+    console: Console = Field(default_factory=Console)
     filters: dict[str, FilterTable] = Field(default_factory=dict)
     source: str = Field(default="<default>", exclude=True)
 

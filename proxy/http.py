@@ -1,9 +1,10 @@
-"""The operations HTTP endpoint: /metrics, /healthz and /readyz on one small asyncio server.
+"""The operations HTTP endpoint: /metrics, /healthz and /readyz, served by aiohttp.
 
-It speaks just enough HTTP/1.1 for Prometheus and for Kubernetes/systemd probes: one
-GET (or HEAD) per connection, answered with ``Connection: close``. Everything runs on
-the event loop except the exposition rendering, which walks every metric and is sent
-to a thread so a large registry cannot stall SMTP sessions.
+aiohttp is the project's one HTTP stack: this endpoint and the web console
+(proxy.console) both run on it, in the proxy's event loop, each on its own listener.
+The exposition rendering walks every metric, so it is sent to a thread: a large
+registry cannot stall SMTP sessions. Every answer closes its connection: probes and
+scrapers open one per request anyway, and nothing lingers.
 
 Readiness checks are registered by name (``add_check("backend", ...)``); they run
 concurrently, each under its own timeout, and their results are cached briefly so a
@@ -13,22 +14,49 @@ tight probe loop (or several probes at once) cannot hammer the backend or spamd.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-__all__ = ["HealthServer", "ReadinessCheck"]
+__all__ = ["CheckState", "HealthServer", "ReadinessCheck", "start_site"]
 
 log = logging.getLogger("spamgate.http")
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-_MAX_HEADER_BYTES = 16384
-# A probe or scraper that has not sent its request by then is gone or hostile.
+_TEXT = "text/plain; charset=utf-8"
+# An idle client (a probe that never sends, a browser between clicks) is dropped after this.
 _REQUEST_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class CheckState:
+    """One readiness check's last answer: "ok", "failed", "timeout" or "error"."""
+
+    name: str
+    state: str
+    critical: bool
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, ssl_context: object = None
+) -> tuple[web.AppRunner, int]:
+    """Run ``app`` on ``host:port`` in the current loop; returns the runner and the bound port."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=_REQUEST_TIMEOUT
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=128)  # type: ignore[arg-type]
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    server = site._server
+    assert isinstance(server, asyncio.Server) and server.sockets
+    return runner, int(server.sockets[0].getsockname()[1])
 
 
 class HealthServer:
@@ -42,10 +70,10 @@ class HealthServer:
         self._checks: dict[str, ReadinessCheck] = {}
         # Checks whose failure degrades service without stopping it (fail-open filters' dependencies).
         self._advisory: set[str] = set()
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._bound = 0
         self._cached: tuple[float, dict[str, str]] | None = None
         self._lock = asyncio.Lock()
-        self._clients: set[asyncio.Task[None]] = set()
 
     def add_check(self, name: str, check: ReadinessCheck, *, critical: bool = True) -> None:
         """Register a readiness check; it must return True when the dependency is usable."""
@@ -54,25 +82,28 @@ class HealthServer:
             self._advisory.add(name)
         self._cached = None
 
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_close_and_no_store])
+        app.router.add_route("*", "/metrics", self._metrics)
+        app.router.add_route("*", "/healthz", self._healthz)
+        app.router.add_route("*", "/readyz", self._readyz)
+        return app
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_client, self._host, self._port, limit=_MAX_HEADER_BYTES)
+        self._runner, self._bound = await start_site(self.app(), self._host, self._port)
 
     @property
     def port(self) -> int:
         """The bound port (the real one when constructed with port 0)."""
-        if self._server is None or not self._server.sockets:
+        if self._runner is None:
             raise RuntimeError("HealthServer is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._bound
 
     async def stop(self) -> None:
-        if self._server is None:
+        if self._runner is None:
             return
-        self._server.close()
-        for task in list(self._clients):
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
 
     async def readiness(self) -> dict[str, str]:
         """Problems by check name ("failed", "timeout" or "error"); empty means ready."""
@@ -86,6 +117,11 @@ class HealthServer:
             self._cached = (asyncio.get_running_loop().time(), problems)
             return problems
 
+    async def states(self) -> list[CheckState]:
+        """Every registered check with its state, from the same (cached) run as /readyz."""
+        problems = await self.readiness()
+        return [CheckState(n, problems.get(n, "ok"), n not in self._advisory) for n in sorted(self._checks)]
+
     async def _run_check(self, name: str) -> str | None:
         try:
             async with asyncio.timeout(self._check_timeout):
@@ -98,70 +134,36 @@ class HealthServer:
             return "error"
         return None if ok else "failed"
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients.add(task)
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"ok\n", headers={"Content-Type": _TEXT})
+
+    async def _readyz(self, request: web.Request) -> web.StreamResponse:
+        problems = await self.readiness()
+        if not problems:
+            return web.Response(body=b"ready\n", headers={"Content-Type": _TEXT})
+        detail = ", ".join(f"{n} ({why})" for n, why in sorted(problems.items()))
+        if set(problems) <= self._advisory:
+            return web.Response(body=f"ready, degraded: {detail}\n".encode(), headers={"Content-Type": _TEXT})
+        return web.Response(status=503, body=f"not ready: {detail}\n".encode(), headers={"Content-Type": _TEXT})
+
+
+@web.middleware
+async def _close_and_no_store(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        resp: web.StreamResponse = web.Response(
+            status=405, body=b"method not allowed\n", headers={"Content-Type": _TEXT, "Allow": "GET, HEAD"}
+        )
+    else:
         try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            pass
-        finally:
-            self._clients.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with asyncio.timeout(_REQUEST_TIMEOUT):
-            head = await reader.readuntil(b"\r\n\r\n")
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            await self._respond(writer, 400, b"bad request\n")
-            return
-        method, target = parts[0], parts[1]
-        if method not in ("GET", "HEAD"):
-            await self._respond(writer, 405, b"method not allowed\n", extra=[("Allow", "GET, HEAD")])
-            return
-        status, body, ctype = await self._route(target.split("?", 1)[0])
-        await self._respond(writer, status, body, ctype=ctype, head_only=method == "HEAD")
-
-    async def _route(self, path: str) -> tuple[int, bytes, str]:
-        text = "text/plain; charset=utf-8"
-        if path == "/metrics":
-            return 200, await asyncio.to_thread(generate_latest, REGISTRY), CONTENT_TYPE_LATEST
-        if path == "/healthz":
-            return 200, b"ok\n", text
-        if path == "/readyz":
-            problems = await self.readiness()
-            if not problems:
-                return 200, b"ready\n", text
-            detail = ", ".join(f"{n} ({why})" for n, why in sorted(problems.items()))
-            if set(problems) <= self._advisory:
-                return 200, f"ready, degraded: {detail}\n".encode(), text
-            return 503, f"not ready: {detail}\n".encode(), text
-        return 404, b"not found\n", text
-
-    @staticmethod
-    async def _respond(
-        writer: asyncio.StreamWriter,
-        status: int,
-        body: bytes,
-        *,
-        ctype: str = "text/plain; charset=utf-8",
-        head_only: bool = False,
-        extra: list[tuple[str, str]] | None = None,
-    ) -> None:
-        headers = [
-            ("Content-Type", ctype),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("Connection", "close"),
-            *(extra or []),
-        ]
-        lines = [f"HTTP/1.1 {status} {_REASONS[status]}", *(f"{k}: {v}" for k, v in headers)]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        if not head_only:
-            writer.write(body)
-        await writer.drain()
+            resp = await handler(request)
+        except web.HTTPNotFound:
+            resp = web.Response(status=404, body=b"not found\n", headers={"Content-Type": _TEXT})
+    resp.headers["Cache-Control"] = "no-store"
+    resp.force_close()
+    return resp

@@ -9,14 +9,19 @@ distribution and the bad key.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
-from spamgate.filters.sdk.api import Context, Decision, Filter, OptionError, Phase
+from spamgate.filters.sdk.api import Context, Decision, Filter, Learner, OptionError, Phase
 from spamgate.filters.sdk.runner import FilterSettings, Outcome, Pipeline, Slot
 from spamgate.proxy import metrics
-from spamgate.proxy.config import Config, FilterTable
+from spamgate.proxy.config import Config, FilterTable, parse_config
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginError", "build_pipeline", "describe", "discover"]
+__all__ = [
+    "DEFAULT_LEARNER", "ENTRY_POINT_GROUP", "PluginError", "build_pipeline", "describe", "discover", "learner_from",
+    "load_filter",
+]
 
 ENTRY_POINT_GROUP = "spamgate.filters"
 log = logging.getLogger("spamgate.pipeline")
@@ -84,6 +89,34 @@ def record_outcome(outcome: Outcome, ctx: Context) -> None:
     if v.decision is not Decision.CONTINUE:
         log.info("session=%s filter=%s phase=%s verdict=%s reply=%r",
                  ctx.session.session_id, f, phase, v.decision.value, str(v.reply))
+
+
+def load_filter(name: str, cfg: Config, options: Mapping[str, Any] | None = None) -> Filter:
+    """One filter by its entry-point name, with its table's options (or the ones given)."""
+    ep = discover().get(name)
+    if ep is None:
+        raise PluginError(f"{cfg.source}: [filters.{name}]: no filter named {name!r} is installed "
+                          f"(entry point group {ENTRY_POINT_GROUP})")
+    table = cfg.filters.get(name) or FilterTable()
+    if options is not None:
+        table = FilterTable.model_validate({**table.model_dump(exclude_unset=True), **options})
+    return _load(name, table, ep, cfg)
+
+
+DEFAULT_LEARNER = "spamassassin"
+
+
+def learner_from(cfg: Config | None, name: str = DEFAULT_LEARNER, overrides: dict[str, Any] | None = None) -> Learner:
+    """The filter ``name`` (its ``[filters.NAME]`` options, plus ``overrides``), if it can learn.
+
+    ``spamgate learn`` and "release and learn as ham" use it; like every filter it is found
+    through its entry point, so the engine imports no built-in.
+    """
+    cfg = cfg or parse_config({}, "<no config>")
+    flt = load_filter(name, cfg, overrides or None)
+    if not isinstance(flt, Learner):
+        raise PluginError(f"{cfg.source}: [filters.{name}]: filter {name!r} cannot learn (no learn())")
+    return flt
 
 
 def build_pipeline(cfg: Config) -> Pipeline:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from spamgate.proxy.quarantine_index import QuarantineIndex, subject_of
 
 __all__ = ["Quarantine", "QuarantineEntry"]
 
@@ -32,6 +36,9 @@ class QuarantineEntry:
     size: int
 
 
+log = logging.getLogger("spamgate.quarantine")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
@@ -44,6 +51,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Quarantine:
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
+        self.index = QuarantineIndex(self.dir)
+
+    def _reindex(self, entry: QuarantineEntry | None, qid: str, message: bytes = b"") -> None:
+        """Keep the search index in step; the files are the truth, so a failure here only logs."""
+        try:
+            if entry is None:
+                self.index.remove(qid)
+            else:
+                self.index.add(asdict(entry), subject_of(message))
+        except (sqlite3.Error, OSError) as exc:
+            log.error("quarantine index %s not updated for id=%s: %s", self.index.path, qid, exc)
 
     def ensure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +79,7 @@ class Quarantine:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._reindex(entry, entry.id, message)
 
     async def store(
         self,
@@ -105,3 +124,21 @@ class Quarantine:
         self.get(qid)
         (self.dir / f"{qid}.eml").unlink(missing_ok=True)
         (self.dir / f"{qid}.json").unlink(missing_ok=True)
+        self._reindex(None, qid)
+
+    def drop_recipient(self, qid: str, rcpt: str) -> bool:
+        """Forget one recipient (released to them alone); the message goes once nobody is left.
+
+        True if ``rcpt`` was still waiting for this message.
+        """
+        entry, message = self.get(qid)
+        left = [r for r in entry.recipients if r.lower() != rcpt.lower()]
+        if len(left) == len(entry.recipients):
+            return False
+        if not left:
+            self.delete(qid)
+            return True
+        kept = QuarantineEntry(**{**asdict(entry), "recipients": left})
+        _write_atomic(self.dir / f"{qid}.json", json.dumps(asdict(kept), indent=1).encode())
+        self._reindex(kept, qid, message)
+        return True

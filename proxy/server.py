@@ -15,6 +15,7 @@ from spamgate.filters.services.dns import probe, shared_resolver
 from spamgate.proxy import metrics
 from spamgate.proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
 from spamgate.proxy.config import Config, ConfigError, Listener, load_config
+from spamgate.proxy.console import ConsoleServer
 from spamgate.proxy.http import HealthServer
 from spamgate.proxy.maildir import MaildirBackend
 from spamgate.proxy.pipeline import PluginError, build_pipeline
@@ -100,6 +101,7 @@ class Server:
         self.servers: list[asyncio.Server] = []
         self.sessions: weakref.WeakSet[GateSMTP] = weakref.WeakSet()
         self.health: HealthServer | None = None
+        self.console = ConsoleServer(self)
         self.stopped = asyncio.Event()
         self.ports: dict[str, int] = {}
 
@@ -125,19 +127,21 @@ class Server:
             self.ports[lst.label] = port
             log.info("listening listener=%s role=%s address=%s:%d tls=%s", lst.label, lst.role, lst.host, port,
                      "implicit" if lst.role == "smtps" else ("starttls" if ctx else "none"))
+        # The checks exist even with [metrics] off: the console's status page asks them too.
+        self.health = HealthServer(self.cfg.metrics.host, self.cfg.metrics.port)
+        self.health.add_check("backend", lambda: self.runtime.backend.ping())
+        for slot in self.runtime.pipeline.slots:
+            if isinstance(slot.filter, ReadyCheck):
+                # A fail-open filter's dependency being down degrades filtering but mail still flows.
+                self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
+                                      critical=slot.settings.on_error == "tempfail")
+        if uses_dns(self.cfg):
+            # Reverse lookups and DNS lists degrade without a resolver; mail still flows.
+            self.health.add_check("dns", self._dns_ready, critical=False)
         if self.cfg.metrics.enabled:
-            self.health = HealthServer(self.cfg.metrics.host, self.cfg.metrics.port)
-            self.health.add_check("backend", lambda: self.runtime.backend.ping())
-            for slot in self.runtime.pipeline.slots:
-                if isinstance(slot.filter, ReadyCheck):
-                    # A fail-open filter's dependency being down degrades filtering but mail still flows.
-                    self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
-                                          critical=slot.settings.on_error == "tempfail")
-            if uses_dns(self.cfg):
-                # Reverse lookups and DNS lists degrade without a resolver; mail still flows.
-                self.health.add_check("dns", self._dns_ready, critical=False)
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
+        await self.console.start()
         quarantining = self.cfg.actions.quarantine is not None or self.cfg.pipeline.quarantine_rejects
         if self.runtime.quarantine is not None and quarantining:
             # Only when it will be used: a minimal config must not need a writable state_dir.
@@ -233,6 +237,7 @@ class Server:
             await self.runtime.authenticator.close()
         if self.health is not None:
             await self.health.stop()
+        await self.console.stop()
         log.info("stopped")
         self.stopped.set()
 

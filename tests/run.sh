@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(postfix spamassassin spamd spamc swaks nsd prometheus dovecot-core openssl ca-certificates publicsuffix
               clamav-daemon
-              systemd
+              systemd chromium
               python3-venv)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -46,7 +46,7 @@ from email.message import Message as EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "Context",
@@ -57,6 +57,9 @@ __all__ = [
     "FilterEnv",
     "FilterFactory",
     "HeaderRemoval",
+    "LearnKind",
+    "LearnResult",
+    "Learner",
     "Message",
     "OptionError",
     "Phase",
@@ -358,6 +361,22 @@ class ReadyCheck(Protocol):
     """
 
     async def ready(self) -> bool: ...
+
+
+LearnKind = Literal["spam", "ham"]
+LearnResult = Literal["learned", "known", "too_big"]
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """Optional: a filter that can be taught what is spam and what is ham.
+
+    ``spamgate learn`` and "release and learn as ham" (CLI and console) find the filter by
+    its entry point and call ``learn`` when it implements this; the engine never imports a
+    built-in for it. Raise a ``DependencyError`` when the teacher (e.g. spamd) can't be asked.
+    """
+
+    async def learn(self, raw: bytes, kind: LearnKind) -> LearnResult: ...
 
 
 class FilterFactory(Protocol):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from spamgate.filters.sdk.api import Context, FilterEnv, HeaderRemoval, Phase, Symbol, Verdict
+from spamgate.filters.sdk.api import Context, FilterEnv, HeaderRemoval, LearnKind, LearnResult, Phase, Symbol, Verdict
 from spamgate.filters.sdk.options import FilterOptions, parse_options
 from spamgate.filters.services.spamd_client import SpamdClient, SpamdError, SpamdResult, SpamdSettings
 
@@ -169,6 +169,12 @@ class SpamAssassinFilter:
             headers.append((RESULT_HEADER, value))
         symbol = Symbol(self.opts.symbol, weight, summary)
         return Verdict.cont(symbol, add_headers=headers, remove_headers=self._removals)
+
+    async def learn(self, raw: bytes, kind: LearnKind) -> LearnResult:
+        """TELL spamd (it needs --allow-tell): the Learner protocol, for ``spamgate learn``."""
+        if len(raw) > self.opts.max_size:
+            return "too_big"
+        return "learned" if await self.client.tell(raw, kind, self.opts.user) else "known"
 
     async def ready(self) -> bool:
         """/readyz: spamd answers PING."""

@@ -1,12 +1,11 @@
-"""``spamgate learn --spam|--ham PATH...``: teach spamd's Bayes database through TELL.
+"""``spamgate learn --spam|--ham PATH...``: teach a learning filter (spamd's Bayes database).
 
 A PATH is a single message file, an mbox (a file starting with ``From ``), a Maildir
-(a directory with ``cur/`` and ``new/``) or a plain directory of message files. spamd
-must run with ``--allow-tell``. The spamd address comes from ``--host/--port/--socket``,
-else from ``[filters.spamassassin]`` in ``--config FILE``, else 127.0.0.1:783.
-
-:func:`learn_message` is the same operation for one message, for the engine (releasing
-a message from quarantine teaches it as ham).
+(a directory with ``cur/`` and ``new/``) or a plain directory of message files. The
+filter (``--filter``, default spamassassin) is loaded through its entry point with its
+``[filters.NAME]`` options from ``--config FILE``, and must implement the SDK's
+``Learner`` protocol; ``--host/--port/--socket/--user/--timeout/--max-size`` override
+those options. For spamassassin, spamd must run with ``--allow-tell``.
 """
 
 from __future__ import annotations
@@ -16,57 +15,16 @@ import asyncio
 import mailbox
 import sys
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from spamgate.filters.sdk.api import OptionError
-from spamgate.filters.sdk.options import parse_options
-from spamgate.filters.services.spamd_client import SpamdClient, SpamdError, SpamdSettings
-from spamgate.filters.spamassassin.filter import SpamAssassinOptions
-from spamgate.proxy.config import Config, ConfigError, load_config
+from spamgate.filters.sdk.api import Learner, LearnKind, LearnResult
+from spamgate.filters.sdk.outage import DependencyError
+from spamgate.proxy.config import ConfigError, load_config
+from spamgate.proxy.pipeline import DEFAULT_LEARNER, PluginError, learner_from
 
-__all__ = ["LearnSettings", "iter_messages", "learn_message", "register", "run", "settings_from_config"]
-
-Kind = Literal["spam", "ham"]
-
-
-@dataclass(frozen=True)
-class LearnSettings:
-    spamd: SpamdSettings = field(default_factory=SpamdSettings)
-    user: str | None = None
-    max_size: int = 512_000
-
-
-def settings_from_config(cfg: Config) -> LearnSettings:
-    """The spamd address, user and size limit of ``[filters.spamassassin]`` (defaults if absent)."""
-    table = cfg.filters.get("spamassassin")
-    try:
-        o = parse_options(SpamAssassinOptions, table.options if table else {})
-    except OptionError as exc:
-        raise ConfigError(f"{cfg.source}: [filters.spamassassin].{exc.key}: {exc.message}") from None
-    spamd = SpamdSettings(o.host, o.port, o.socket, o.scan_timeout, o.connect_timeout)
-    return LearnSettings(spamd, o.user, o.max_size)
-
-
-_clients: dict[SpamdSettings, SpamdClient] = {}
-
-
-def _client(settings: SpamdSettings) -> SpamdClient:
-    client = _clients.get(settings)
-    if client is None:
-        client = _clients[settings] = SpamdClient(settings)
-    return client
-
-
-async def learn_message(raw: bytes, kind: Kind, settings: LearnSettings | SpamdSettings) -> bool:
-    """Teach one message; True if spamd learned it, False if it already knew it as ``kind``.
-
-    Raises :class:`filters.spamd_client.SpamdError` when spamd cannot be asked.
-    """
-    ls = settings if isinstance(settings, LearnSettings) else LearnSettings(settings)
-    return await _client(ls.spamd).tell(raw, kind, ls.user)
-
+__all__ = ["iter_messages", "register", "run"]
 
 def iter_messages(path: Path) -> Generator[tuple[str, bytes], None, None]:
     """(label, raw message) for every message under ``path``; blocking, so iterate off the loop."""
@@ -100,34 +58,34 @@ class Tally:
     failed: int = 0
 
 
-async def _learn_one(label: str, raw: bytes, kind: Kind, ls: LearnSettings, tally: Tally, verbose: bool) -> None:
-    if len(raw) > ls.max_size:
-        tally.skipped += 1
-        print(f"{label}: skipped, {len(raw)} bytes > max_size {ls.max_size}", file=sys.stderr)
-        return
+async def _learn_one(label: str, raw: bytes, kind: LearnKind, learner: Learner, tally: Tally, verbose: bool) -> None:
     try:
-        learned = await learn_message(raw, kind, ls)
-    except SpamdError as exc:
+        result: LearnResult = await learner.learn(raw, kind)
+    except DependencyError as exc:
         tally.failed += 1
         print(f"{label}: {exc}", file=sys.stderr)
         return
-    if learned:
+    if result == "too_big":
+        tally.skipped += 1
+        print(f"{label}: skipped, {len(raw)} bytes is over the filter's max_size", file=sys.stderr)
+        return
+    if result == "learned":
         tally.learned += 1
     else:
         tally.known += 1
     if verbose:
-        print(f"{label}: {'learned' if learned else 'already known'} as {kind}")
+        print(f"{label}: {'learned' if result == 'learned' else 'already known'} as {kind}")
 
 
-async def _learn_all(paths: list[Path], kind: Kind, ls: LearnSettings, jobs: int, verbose: bool) -> Tally:
-    """Read messages one at a time in a thread; at most ``jobs`` TELLs in flight."""
+async def _learn_all(paths: list[Path], kind: LearnKind, learner: Learner, jobs: int, verbose: bool) -> Tally:
+    """Read messages one at a time in a thread; at most ``jobs`` in flight."""
     tally = Tally()
     pending: set[asyncio.Task[None]] = set()
     for path in paths:
         messages = iter_messages(path)
         try:
             while (item := await asyncio.to_thread(next, messages, None)) is not None:
-                pending.add(asyncio.create_task(_learn_one(*item, kind, ls, tally, verbose)))
+                pending.add(asyncio.create_task(_learn_one(*item, kind, learner, tally, verbose)))
                 if len(pending) >= jobs:
                     _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         except OSError as exc:
@@ -139,31 +97,39 @@ async def _learn_all(paths: list[Path], kind: Kind, ls: LearnSettings, jobs: int
     return tally
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.socket:
+        out["socket"] = args.socket
+    elif args.host or args.port:
+        out["socket"] = None
+        if args.host:
+            out["host"] = args.host
+        if args.port:
+            out["port"] = args.port
+    for key, value in (("user", args.user), ("scan_timeout", args.timeout), ("max_size", args.max_size)):
+        if value:
+            out[key] = value
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every message was taught (or already known), 1 if any failed, 2 on bad input."""
     try:
         cfg_path: str | None = getattr(args, "config", None)
-        ls = settings_from_config(load_config(cfg_path)) if cfg_path else LearnSettings()
-    except ConfigError as exc:
+        learner = learner_from(load_config(cfg_path) if cfg_path else None, args.filter, _overrides(args))
+    except (ConfigError, PluginError) as exc:
         print(f"spamgate learn: {exc}", file=sys.stderr)
         return 2
-    spamd = ls.spamd
-    if args.socket:
-        spamd = replace(spamd, socket=args.socket)
-    elif args.host or args.port:
-        spamd = replace(spamd, host=args.host or spamd.host, port=args.port or spamd.port, socket=None)
-    if args.timeout:
-        spamd = replace(spamd, timeout=args.timeout)
-    ls = replace(ls, spamd=spamd, user=args.user or ls.user, max_size=args.max_size or ls.max_size)
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         print(f"spamgate learn: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    tally = asyncio.run(_learn_all(paths, args.kind, ls, args.jobs, args.verbose))
+    tally = asyncio.run(_learn_all(paths, args.kind, learner, args.jobs, args.verbose))
     print(
         f"{args.kind}: {tally.learned} learned, {tally.known} already known, "
-        f"{tally.skipped} skipped (too big), {tally.failed} failed (spamd {spamd.address})"
+        f"{tally.skipped} skipped (too big), {tally.failed} failed (filter {args.filter})"
     )
     return 1 if tally.failed else 0
 
@@ -188,7 +154,9 @@ def register(sub: Any) -> argparse.ArgumentParser:
     kind.add_argument("--ham", dest="kind", action="store_const", const="ham", help="the messages are ham")
     p.add_argument("paths", nargs="+", metavar="PATH", help="message file, mbox, Maildir or directory")
     # SUPPRESS: never overwrite a --config the main parser may already have set.
-    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="read [filters.spamassassin]")
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="read [filters.NAME] options")
+    p.add_argument("--filter", default=DEFAULT_LEARNER, metavar="NAME",
+                   help="the learning filter (default spamassassin)")
     p.add_argument("--host", help="spamd host (default from config, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="spamd port (default from config, else 783)")
     p.add_argument("--socket", metavar="PATH", help="spamd unix socket (wins over host/port)")

@@ -13,8 +13,9 @@ import aiosmtplib
 
 from spamgate.proxy.config import Config, ConfigError, load_config
 from spamgate.proxy.quarantine import Quarantine
+from spamgate.proxy.reinject import reinject
 
-__all__ = ["register"]
+__all__ = ["register", "reinject"]
 
 
 def _store(args: argparse.Namespace) -> tuple[Quarantine, Config | None]:
@@ -26,27 +27,6 @@ def _store(args: argparse.Namespace) -> tuple[Quarantine, Config | None]:
     from pathlib import Path
 
     return Quarantine(cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")), cfg
-
-
-async def _reinject(cfg: Config, mail_from: str, rcpts: list[str], message: bytes) -> str:
-    if cfg.backend.maildir is not None:
-        from spamgate.proxy.maildir import MaildirBackend
-        from spamgate.proxy.relay import ClientFacts
-
-        txn = await MaildirBackend(cfg.backend.maildir).begin(ClientFacts("127.0.0.1"))
-        await txn.mail(mail_from, [])
-        for r in rcpts:
-            await txn.rcpt(r, [])
-        reply = await txn.data(message)
-        return f"{reply.code} {reply.message}"
-    b = cfg.backend
-    errors, text = await aiosmtplib.send(
-        message, sender=mail_from, recipients=rcpts, hostname=b.host, port=b.port, timeout=b.timeout,
-        start_tls=False, use_tls=False,
-    )
-    if errors:
-        raise aiosmtplib.SMTPException(f"recipients refused: {errors}")
-    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,15 +57,15 @@ def run(args: argparse.Namespace) -> int:
         if cfg is None:
             print("spamgate: release needs --config FILE (for the backend)", file=sys.stderr)
             return 1
-        reply = asyncio.run(_reinject(cfg, entry.mail_from, entry.recipients, message))
+        reply = asyncio.run(reinject(cfg, entry.mail_from, entry.recipients, message))
         if args.learn_ham:
-            from spamgate.filters.services.spamd_client import SpamdError
-            from spamgate.proxy.tools.learn import learn_message, settings_from_config
+            from spamgate.filters.sdk.outage import DependencyError
+            from spamgate.proxy.pipeline import PluginError, learner_from
 
             store.delete(args.id)
             try:
-                learned = asyncio.run(learn_message(message, "ham", settings_from_config(cfg)))
-            except (SpamdError, ConfigError) as exc:
+                learned = asyncio.run(learner_from(cfg).learn(message, "ham"))
+            except (DependencyError, PluginError) as exc:
                 print(f"spamgate: released {args.id}, but not learned as ham: {exc}", file=sys.stderr)
                 return 1
             print(f"released {args.id}: backend said {reply}; learned as ham: {learned}")

@@ -15,9 +15,9 @@ from spamgate.filters.sdk.api import Context, Decision, FilterEnv, Phase
 from spamgate.filters.sdk.runner import FilterSettings
 from spamgate.filters.sdk.scoring import Action, Thresholds
 from spamgate.filters.sdk.testing import make_context, run_filter, run_pipeline
-from spamgate.filters.services.spamd_client import SpamdError, SpamdSettings
+from spamgate.filters.services.spamd_client import SpamdError
 from spamgate.filters.spamassassin.filter import RESULT_HEADER, SpamAssassinFilter
-from spamgate.proxy.tools.learn import learn_message, register
+from spamgate.proxy.tools.learn import register
 from tests.integration.services.spamd import SA_EXAMPLES, Spamd, start_spamd
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ async def test_unix_socket_scan_and_learn(spamd: Spamd) -> None:
     f = SpamAssassinFilter("spamassassin", {"socket": str(spamd.socket_path), "port": 1}, ENV)
     v = await run_filter(f, Phase.DATA, ctx(SPAM))
     assert v.symbols[0].score >= 1000
-    assert await learn_message(unique(HAM), "ham", SpamdSettings(socket=str(spamd.socket_path), port=1)) is True
+    assert await f.learn(unique(HAM), "ham") == "learned"
 
 
 async def test_report_mode_lists_rule_points(spamd: Spamd) -> None:
@@ -144,11 +144,11 @@ async def test_frozen_spamd_times_out(own_spamd: Spamd) -> None:
 
 async def test_learning_changes_the_bayes_database(spamd: Spamd) -> None:
     before = await asyncio.to_thread(spamd.bayes_magic)
-    settings = SpamdSettings(port=spamd.port)
+    f = make(spamd)
     spam, ham = unique(SPAM), unique(HAM)
-    assert await learn_message(spam, "spam", settings) is True
-    assert await learn_message(spam, "spam", settings) is False  # spamd: already learned
-    assert await learn_message(ham, "ham", settings) is True
+    assert await f.learn(spam, "spam") == "learned"
+    assert await f.learn(spam, "spam") == "known"  # spamd: already learned
+    assert await f.learn(ham, "ham") == "learned"
     after = await asyncio.to_thread(spamd.bayes_magic)
     assert after["nspam"] == before["nspam"] + 1
     assert after["nham"] == before["nham"] + 1

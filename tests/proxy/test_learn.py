@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from spamgate.filters.services.spamd_client import SpamdError, SpamdSettings
-from spamgate.proxy.tools.learn import LearnSettings, iter_messages, learn_message, register
+from spamgate.filters.sdk.api import Learner
+from spamgate.filters.services.spamd_client import SpamdError
+from spamgate.proxy.config import parse_config
+from spamgate.proxy.pipeline import PluginError, learner_from
+from spamgate.proxy.tools.learn import iter_messages, register
 from tests.filters.fake_spamd import FakeSpamd, spamd_reply
 
 LEARNED = spamd_reply(spam=None, extra="DidSet: local\r\n")
@@ -89,16 +92,21 @@ def test_iter_messages_file_mbox_maildir_and_directory(tmp_path: Path) -> None:
     assert [raw for _, raw in iter_messages(plain)] == [MSG1, MSG2]
 
 
-# --- learn_message (what quarantine release calls) --------------------------------------
+# --- the Learner protocol (what quarantine release calls) -------------------------------
 
 
-async def test_learn_message_reports_learned_and_known() -> None:
+def _learner(**options: object) -> Learner:
+    return learner_from(None, "spamassassin", dict(options))
+
+
+async def test_learner_reports_learned_known_and_too_big() -> None:
     fake = await FakeSpamd(reply=LEARNED).start()
     try:
-        s = SpamdSettings(port=fake.port)
-        assert await learn_message(MSG1, "ham", s) is True
+        assert await _learner(port=fake.port).learn(MSG1, "ham") == "learned"
         fake.reply = KNOWN
-        assert await learn_message(MSG1, "ham", LearnSettings(s, user="alice")) is False
+        assert await _learner(port=fake.port, user="alice").learn(MSG1, "ham") == "known"
+        assert await _learner(port=fake.port, max_size=10).learn(MSG1, "ham") == "too_big"
+        assert len(fake.requests) == 2  # the too-big one never reached spamd
         first, second = fake.requests
         assert (first.verb, first.headers["Message-class"], first.headers["Set"]) == ("TELL", "ham", "local")
         assert "User" not in first.headers and second.headers["User"] == "alice"
@@ -107,13 +115,18 @@ async def test_learn_message_reports_learned_and_known() -> None:
         await fake.close()
 
 
-async def test_learn_message_raises_when_spamd_is_down() -> None:
+async def test_learner_raises_when_spamd_is_down() -> None:
     fake = await FakeSpamd().start()
     port = fake.port
     await fake.close()
     with pytest.raises(SpamdError) as err:
-        await learn_message(MSG1, "spam", SpamdSettings(port=port))
+        await _learner(port=port).learn(MSG1, "spam")
     assert err.value.kind == "connect"
+
+
+def test_a_filter_that_cannot_learn_is_named() -> None:
+    with pytest.raises(PluginError, match="filter 'headers' cannot learn"):
+        learner_from(parse_config({}), "headers")
 
 
 # --- the CLI ----------------------------------------------------------------------------
