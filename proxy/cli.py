@@ -12,6 +12,7 @@ from typing import Any
 
 from spamgate.proxy import __version__
 from spamgate.proxy.config import Config, ConfigError, default_config, load_config
+from spamgate.proxy.logs import setup_logging
 from spamgate.proxy.pipeline import PluginError, describe
 
 __all__ = ["main"]
@@ -28,17 +29,6 @@ COMMAND_MODULES = (
 )
 
 log = logging.getLogger("spamgate")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiosmtpd logs every command line at INFO and some events at WARNING, without our session
-    # id; our own log says what matters, once per event, with it.
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -87,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"spamgate: config error: {exc}", file=sys.stderr)
         return 1
-    setup_logging(args.log_level or cfg.server.log_level)
+    setup_logging(args.log_level or cfg.server.log_level, cfg.server.log_format)
     return asyncio.run(_run(cfg, args.config))
 
 

@@ -18,14 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spamgate.filters.sdk.api import DnsSettings, FilterEnv
 from spamgate.filters.sdk.options import Networks, describe_error, lists_to_tuples
+from spamgate.proxy.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "FilterTable", "Listener", "default_config", "load_config", "parse_config"]
 
 LOCAL_SENDER = "local_sender"  # the filter that [auth] local_domains turns on by default
-
-
-class ConfigError(Exception):
-    """A config file could not be read or is invalid; the message names file and key."""
 
 
 class _Model(BaseModel):
@@ -42,6 +39,7 @@ class Server(_Model):
     banner: str = "ESMTP spamgate"
     state_dir: str = "/var/lib/spamgate"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     shutdown_grace: float = Field(default=30.0, ge=0)
 
 

@@ -17,6 +17,7 @@ from spamgate.filters.sdk.api import Context, Decision, Filter, Learner, OptionE
 from spamgate.filters.sdk.runner import FilterSettings, Outcome, Pipeline, Slot
 from spamgate.proxy import metrics
 from spamgate.proxy.config import Config, FilterTable, parse_config
+from spamgate.proxy.errors import PluginError
 
 __all__ = [
     "DEFAULT_LEARNER", "ENTRY_POINT_GROUP", "PluginError", "build_pipeline", "describe", "discover", "learner_from",
@@ -25,10 +26,6 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "spamgate.filters"
 log = logging.getLogger("spamgate.pipeline")
-
-
-class PluginError(Exception):
-    """A configured filter could not be found, imported or configured."""
 
 
 def discover() -> dict[str, EntryPoint]:
@@ -82,13 +79,11 @@ def record_outcome(outcome: Outcome, ctx: Context) -> None:
     if outcome.observed:
         if v.decision is not Decision.CONTINUE:
             metrics.FILTER_OBSERVED.labels(f, v.decision.value).inc()
-            log.info("session=%s filter=%s phase=%s observe=would-%s reply=%r",
-                     ctx.session.session_id, f, phase, v.decision.value, str(v.reply))
+            log.info("filter=%s phase=%s observe=would-%s reply=%r", f, phase, v.decision.value, str(v.reply))
         return
     metrics.FILTER_VERDICTS.labels(f, phase, v.decision.value).inc()
     if v.decision is not Decision.CONTINUE:
-        log.info("session=%s filter=%s phase=%s verdict=%s reply=%r",
-                 ctx.session.session_id, f, phase, v.decision.value, str(v.reply))
+        log.info("filter=%s phase=%s verdict=%s reply=%r", f, phase, v.decision.value, str(v.reply))
 
 
 def load_filter(name: str, cfg: Config, options: Mapping[str, Any] | None = None) -> Filter:

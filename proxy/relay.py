@@ -18,10 +18,10 @@ from typing import Protocol
 
 import aiosmtplib
 
-from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.outage import Outage
 from spamgate.proxy import metrics
 from spamgate.proxy.config import Backend as BackendConfig
+from spamgate.proxy.errors import BackendError
 from spamgate.proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
 
 __all__ = ["BackendError", "BackendReply", "ClientFacts", "SmtpBackend", "Transaction", "xtext"]
@@ -57,15 +57,6 @@ class BackendReply:
     @property
     def ok(self) -> bool:
         return 200 <= self.code < 300
-
-
-class BackendError(Exception):
-    """The backend could not be reached or broke mid-way; ``reply`` is what the client gets."""
-
-    def __init__(self, reply: Reply, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.reply = reply
-        self.kind = kind
 
 
 class Transaction(Protocol):

@@ -19,12 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from spamgate.proxy.errors import ToolError
+
 __all__ = ["LinkKey", "ReleaseLink", "TokenError"]
 
 KEY_FILE = "digest.key"
 
 
-class TokenError(Exception):
+class TokenError(ToolError):
     """The link is malformed, tampered with or expired (the message says which)."""
 
 

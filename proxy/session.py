@@ -172,7 +172,7 @@ class SessionState:
             txn.backend = await self.runtime.backend.begin(self.client_facts())
             reply = await txn.backend.mail(address, options)
         except BackendError as exc:
-            log.debug("session=%s backend=%s stage=mail error=%s", self.id, exc.kind, exc)
+            log.debug("backend=%s stage=mail error=%s", exc.kind, exc)
             self.txn = None
             return exc.reply
         if not reply.ok:
@@ -206,7 +206,7 @@ class SessionState:
         try:
             reply = await txn.backend.rcpt(address, options)
         except BackendError as exc:
-            log.debug("session=%s backend=%s stage=rcpt error=%s", self.id, exc.kind, exc)
+            log.debug("backend=%s stage=rcpt error=%s", exc.kind, exc)
             txn.broken = exc.reply
             txn.backend = None
             return exc.reply
@@ -306,7 +306,7 @@ class SessionState:
                 recipients=txn.recipients, score=score, action=action.value, reasons=reasons,
             )
         except OSError as exc:
-            log.error("session=%s quarantine=failed error=%s", self.id, exc)
+            log.error("quarantine=failed error=%s", exc)
             metrics.TRANSACTIONS.labels("tempfail").inc()
             return replies.QUARANTINE_FULL, "tempfail (quarantine failed)"
         metrics.QUARANTINED.inc()
@@ -318,7 +318,7 @@ class SessionState:
         try:
             reply = await txn.backend.data(final)
         except BackendError as exc:
-            log.debug("session=%s backend=%s stage=data error=%s", self.id, exc.kind, exc)
+            log.debug("backend=%s stage=data error=%s", exc.kind, exc)
             metrics.TRANSACTIONS.labels("error").inc()
             return exc.reply, "backend_error"
         await txn.backend.finish(reset=False)
@@ -346,8 +346,8 @@ class SessionState:
     def _summary(self, txn: TransactionState, size: int, action: str, reply: Reply | BackendReply) -> None:
         text = str(reply) if isinstance(reply, Reply) else f"{reply.code} {reply.message}".replace("\n", " ")
         log.info(
-            "session=%s client=%s helo=%r from=<%s> rcpts=%s rejected_rcpts=%d size=%d score=%.2f action=%s "
+            "client=%s helo=%r from=<%s> rcpts=%s rejected_rcpts=%d size=%d score=%.2f action=%s "
             "reply=%r duration=%.3fs",
-            self.id, self.peer_ip, self.helo, txn.mail_from, ",".join(f"<{r}>" for r in txn.recipients),
-            txn.rejected_rcpts, size, txn.board.score, action, text, time.monotonic() - txn.started,
+            self.peer_ip, self.helo, txn.mail_from, ",".join(f"<{r}>" for r in txn.recipients), txn.rejected_rcpts,
+            size, txn.board.score, action, text, time.monotonic() - txn.started,
         )

@@ -25,6 +25,7 @@ from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_f
 from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.options import IPNetwork
 from spamgate.proxy import metrics, replies
+from spamgate.proxy.logs import bind_session
 from spamgate.proxy.relay import BackendReply
 from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
@@ -100,8 +101,7 @@ class _Commands(dict[str, Any]):
 
     def get(self, command: str, default: Any = None) -> Any:
         if command not in GateSMTP.COMMANDS:
-            state = getattr(self._gate, "state", None)
-            log.info("session=%s unknown-command=%r", state.id if state else "-", command[:32])
+            log.info("unknown-command=%r", command[:32])
             return default
         return functools.partial(self._gate._run_command, command)
 
@@ -168,6 +168,7 @@ class GateSMTP(AuthMixin, SMTP):
         self._phase = "connect"
         self._errors = 0
         self._connect_task: asyncio.Task[None] | None = None
+        self._session_id = ""
 
     async def _run_command(self, name: str, arg: str | None) -> None:
         phase = name.lower()
@@ -193,6 +194,10 @@ class GateSMTP(AuthMixin, SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starttls = self._original_transport is not None
+        if not starttls:
+            # Before aiosmtpd creates the session's handler task, which inherits the binding.
+            self._session_id = secrets.token_hex(5)
+            bind_session(self._session_id)
         super().connection_made(transport)
         sslobj = transport.get_extra_info("ssl_object")
         if starttls:
@@ -203,7 +208,7 @@ class GateSMTP(AuthMixin, SMTP):
         peer = transport.get_extra_info("peername") or ("unknown", 0)
         rt = self.runtime
         self.state = SessionState(
-            id=secrets.token_hex(5), runtime=rt, listener=self.listener_label, role=self.role,
+            id=self._session_id, runtime=rt, listener=self.listener_label, role=self.role,
             peer_ip=str(peer[0]), peer_port=int(peer[1]),
         )
         limits = rt.cfg.limits
@@ -218,7 +223,7 @@ class GateSMTP(AuthMixin, SMTP):
             self._refused = replies.TOO_MANY_FROM_IP
             metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions_per_ip").inc()
         if self._refused is not None:
-            log.warning("session=%s client=%s refused=%r", self.state.id, self.state.peer_ip, str(self._refused))
+            log.warning("client=%s refused=%r", self.state.peer_ip, str(self._refused))
             return
         self._counted = True
         rt.counter.add(self.state.peer_ip)
@@ -226,7 +231,7 @@ class GateSMTP(AuthMixin, SMTP):
         metrics.SESSIONS_ACTIVE.labels(self.listener_label).inc()
         if sslobj is not None:
             self._note_tls(sslobj)
-        log.info("session=%s connect client=[%s]:%d listener=%s", self.state.id, self.state.peer_ip,
+        log.info("connect client=[%s]:%d listener=%s", self.state.peer_ip,
                  self.state.peer_port, self.listener_label)
         self._connect_task = self.loop.create_task(self.state.on_connect())
 
@@ -257,7 +262,8 @@ class GateSMTP(AuthMixin, SMTP):
             self._connect_task.cancel()
         if self.state.txn is not None:
             spawn(self.state.abort_transaction())
-        log.info("session=%s disconnect transactions=%d", self.state.id, self.state.transactions)
+        # connection_lost runs outside the session's tasks: name the session explicitly.
+        log.info("disconnect transactions=%d", self.state.transactions, extra={"session": self.state.id})
 
     async def _connected(self) -> None:
         """Wait for the connect-phase filters (they started when the client connected)."""
@@ -293,10 +299,10 @@ class GateSMTP(AuthMixin, SMTP):
     def on_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
             # A client that fails the TLS handshake is not our bug: aiosmtpd closes the connection.
-            log.warning("session=%s starttls=failed error=%r", self.state.id, error.__cause__)
+            log.warning("starttls=failed error=%r", error.__cause__)
             return "454 4.7.0 TLS not available due to temporary reason"
         metrics.INTERNAL_ERRORS.inc()
-        log.error("session=%s internal error in %s", getattr(self, "state", None) and self.state.id,
+        log.error("internal error in %s",
                   self._phase, exc_info=error)
         if getattr(self, "state", None) is not None:
             spawn(self.state.abort_transaction())

@@ -53,7 +53,7 @@ class AuthMixin:
             ok = await rt.authenticator.authenticate(user, secret, client_ip=st.peer_ip)
         except Exception as exc:
             rt.auth_outage.failed(f"{type(exc).__name__}: {exc}", exc)
-            log.debug("session=%s auth backend error=%r", st.id, exc)
+            log.debug("auth backend error=%r", exc)
             await self.push("454 4.7.0 Temporary authentication failure")
             metrics.AUTH_ATTEMPTS.labels(mechanism, "error").inc()
             return AuthResult(success=False, handled=True)
@@ -67,7 +67,7 @@ class AuthMixin:
             metrics.AUTH_ATTEMPTS.labels(mechanism, "refused").inc()
             return AuthResult(success=False, handled=True)
         metrics.AUTH_ATTEMPTS.labels(mechanism, "success" if ok else "failure").inc()
-        log.info("session=%s auth mechanism=%s user=%r result=%s", st.id, mechanism, user,
+        log.info("auth mechanism=%s user=%r result=%s", mechanism, user,
                  "success" if ok else "failure")
         if ok:
             st.login = user
@@ -76,7 +76,7 @@ class AuthMixin:
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         if rt.penalties is not None and rt.penalties.record_failure(st.peer_ip):
             metrics.PENALTY_BOX.inc()
-            log.warning("session=%s client=%s penalty-box=entered", st.id, st.peer_ip)
+            log.warning("client=%s penalty-box=entered", st.peer_ip)
             await self.push("421 4.7.0 Too many failed login attempts, closing connection")
             if self.transport is not None:
                 self.transport.close()

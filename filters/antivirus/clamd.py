@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from spamgate.filters.sdk.outage import DependencyError
+from spamgate.filters.sdk.errors import DependencyError
 
 __all__ = ["ClamdClient", "ClamdError", "ClamdSettings", "ScanResult", "parse_answer"]
 

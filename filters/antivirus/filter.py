@@ -104,7 +104,7 @@ class AntivirusFilter:
         except ClamdError as exc:
             SCANS.labels("error").inc()
             CLAMD_UP.set(0)
-            log.debug("session=%s filter=%s result=error error=%s", sid, self.name, exc)
+            log.debug("filter=%s result=error error=%s", self.name, exc)
             raise
         CLAMD_UP.set(1)
         if result.status == "size":
@@ -112,7 +112,7 @@ class AntivirusFilter:
         if result.status == "virus":
             return self._virus(ctx, result)
         SCANS.labels("clean").inc()
-        log.debug("session=%s filter=%s result=clean size=%d", sid, self.name, size)
+        log.debug("filter=%s result=clean size=%d", self.name, size)
         return Verdict.cont(
             Symbol(AV_CLEAN, 0.0, f"clamd {self.settings.address}"),
             add_headers=self._headers(f"clean (clamd at {self.settings.address})"),
@@ -121,7 +121,7 @@ class AntivirusFilter:
 
     def _skipped(self, sid: str, detail: str) -> Verdict:
         SCANS.labels("skipped").inc()
-        log.info("session=%s filter=%s result=skipped reason=size detail=%r", sid, self.name, detail)
+        log.info("filter=%s result=skipped reason=size detail=%r", self.name, detail)
         return Verdict.cont(
             Symbol(AV_SKIPPED_SIZE, 0.0, detail),
             add_headers=self._headers(f"not scanned ({detail})"),
@@ -132,8 +132,7 @@ class AntivirusFilter:
         SCANS.labels("virus").inc()
         sig = _safe(result.signature)
         log.warning(
-            "session=%s filter=%s result=virus signature=%s action=%s",
-            ctx.session.session_id, self.name, sig, self.opts.action,
+            "filter=%s result=virus signature=%s action=%s", self.name, sig, self.opts.action,
         )
         reply = virus_reply(sig)
         symbol = Symbol(AV_VIRUS, self.opts.virus_score, sig)

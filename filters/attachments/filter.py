@@ -115,7 +115,7 @@ class AttachmentsFilter:
             if f.symbol == BLOCKED and self.opts.block_action == "reject":
                 score = 0.0  # the reply is the consequence; don't count it twice
             symbols.append(Symbol(f.symbol, score, f"{_printable(f.file, 120)}: {f.detail}"))
-            log.info("session=%s filter=%s symbol=%s file=%r detail=%r", session_id, self.name, f.symbol,
+            log.info("filter=%s symbol=%s file=%r detail=%r", self.name, f.symbol,
                      f.file, f.detail)
         blocked = [f for f in findings if f.block]
         if blocked and self.opts.block_action == "reject":

@@ -233,8 +233,8 @@ class RblFilter:
         worst = max(listed, key=lambda x: x.lst.weight)
         reply = Reply(554, "5.7.1", await self._reply_text(worst))
         log.info(
-            "session=%s filter=%s reject weight=%.2f threshold=%.2f by=%s item=%s",
-            ctx.session.session_id, self.name, total, threshold, worst.lst.label, worst.item,
+            "filter=%s reject weight=%.2f threshold=%.2f by=%s item=%s",
+            self.name, total, threshold, worst.lst.label, worst.item,
         )
         return Verdict.reject(reply)
 
@@ -263,13 +263,12 @@ class RblFilter:
             o = x.outcome
             if o.result == "listed":
                 log.info(
-                    "session=%s filter=%s list=%s %s=%s listed codes=%s weight=%.2f",
-                    ctx.session.session_id, self.name, x.lst.label, x.role, x.item, ",".join(o.codes), x.lst.weight,
+                    "filter=%s list=%s %s=%s listed codes=%s weight=%.2f",
+                    self.name, x.lst.label, x.role, x.item, ",".join(o.codes), x.lst.weight,
                 )
             elif o.result in ("error", "timeout"):
                 log.warning(
-                    "session=%s filter=%s list=%s %s=%s %s: %s",
-                    ctx.session.session_id, self.name, x.lst.label, x.role, x.item, o.result, o.detail,
+                    "filter=%s list=%s %s=%s %s: %s", self.name, x.lst.label, x.role, x.item, o.result, o.detail,
                 )
 
 

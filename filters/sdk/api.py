@@ -48,6 +48,8 @@ from email.policy import compat32
 from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from spamgate.filters.sdk.errors import OptionError
+
 __all__ = [
     "Context",
     "Decision",
@@ -322,15 +324,6 @@ class FilterEnv:
             return False
         d = domain.lower().rstrip(".")
         return any(d == ld or d.endswith("." + ld) for ld in self.local_domains)
-
-
-class OptionError(ValueError):
-    """A filter option is invalid; ``key`` names it within ``[filters.<name>]``."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
 
 
 QUARANTINE_NOTE = "spamgate.quarantine"

@@ -12,15 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from spamgate.filters.sdk.errors import DependencyError
+
 __all__ = ["DependencyError", "Outage"]
-
-
-class DependencyError(Exception):
-    """Something a filter depends on (a daemon, a resolver) is unavailable: not a bug in the filter.
-
-    The pipeline logs these through the filter's :class:`Outage` (one line per outage, no
-    traceback) and applies the filter's ``on_error`` policy.
-    """
 
 
 class Outage:

@@ -189,11 +189,11 @@ class Pipeline:
         except TimeoutError as exc:
             error = "timeout"
             self._outage(slot).failed(f"timeout after {slot.settings.timeout:g}s", exc)
-            log.debug("session=%s filter=%s phase=%s error=timeout", ctx.session.session_id, slot.name, phase.value)
+            log.debug("filter=%s phase=%s error=timeout", slot.name, phase.value)
         except Exception as exc:
             error = "exception"
             self._outage(slot).failed(f"{type(exc).__name__}: {exc}", exc)
-            log.debug("session=%s filter=%s phase=%s error=%r", ctx.session.session_id, slot.name, phase.value, exc)
+            log.debug("filter=%s phase=%s error=%r", slot.name, phase.value, exc)
         else:
             self._outage(slot).ok()
         if error is not None:

@@ -15,6 +15,7 @@ import dns.name
 import dns.resolver
 
 from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.sdk.errors import DependencyError
 from spamgate.filters.services.dns import CachingResolver, make_resolver, shared_resolver
 
 __all__ = ["AuthDns", "DnsTempError", "Record"]
@@ -23,7 +24,7 @@ QType = Literal["A", "AAAA", "TXT", "MX", "PTR"]
 Record = str | tuple[int, str]
 
 
-class DnsTempError(Exception):
+class DnsTempError(DependencyError):
     """The answer is unknown (timeout, SERVFAIL, REFUSED): a temperror, never a 'no'."""
 
 

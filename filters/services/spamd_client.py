@@ -24,7 +24,7 @@ from aiospamc.header_values import ActionOption, MessageClassOption, MessageClas
 from aiospamc.requests import Request
 from aiospamc.responses import ResponseException
 
-from spamgate.filters.sdk.outage import DependencyError
+from spamgate.filters.sdk.errors import DependencyError
 
 __all__ = [
     "ErrorKind",

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from spamgate.filters.sdk.outage import DependencyError
+from spamgate.proxy.errors import AuthUnavailable, PasswordFileError
 
 __all__ = [
     "AuthUnavailable",
@@ -35,14 +35,6 @@ log = logging.getLogger("spamgate.auth")
 # argon2 costs ~64 MiB and tens of ms per check: a few at a time keep memory bounded
 # while a password-spraying client waits its turn instead of starving the machine.
 MAX_CONCURRENT_VERIFY = 4
-
-
-class AuthUnavailable(DependencyError):
-    """The credential back-end could not give an answer (not a wrong password)."""
-
-
-class PasswordFileError(Exception):
-    """The password file cannot be read or has a malformed line."""
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ import asyncio
 import aiosmtplib
 
 from spamgate.proxy.config import Config
+from spamgate.proxy.errors import ToolError
 from spamgate.proxy.quarantine import Quarantine
 from spamgate.proxy.reinject import reinject
 
@@ -20,7 +21,7 @@ __all__ = ["ActionError", "delete", "release", "release_to"]
 _release_lock = asyncio.Lock()
 
 
-class ActionError(Exception):
+class ActionError(ToolError):
     """The action could not be done; the message says why (shown to the admin, logged)."""
 
 

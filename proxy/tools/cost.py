@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from spamgate.proxy.errors import ToolError
+
 __all__ = [
     "DEFAULT_QUERY",
     "SPAM_RATE",
@@ -115,7 +117,7 @@ def render(i: CostInputs, r: CostReport, currency: str, source: str) -> str:
     )
 
 
-class MetricsError(Exception):
+class MetricsError(ToolError):
     """Prometheus could not be asked, or had no answer to the query."""
 
 

@@ -12,13 +12,15 @@ import ssl
 from dataclasses import dataclass
 from types import TracebackType
 
+from spamgate.proxy.errors import ToolError
+
 __all__ = ["Probe", "ProbeError", "SmtpReply"]
 
 MAX_LINE = 8192
 MAX_REPLY_LINES = 200
 
 
-class ProbeError(Exception):
+class ProbeError(ToolError):
     """The connection failed, timed out or the server spoke something other than SMTP."""
 
 

@@ -86,12 +86,12 @@ async def test_exception_in_mail_answers_451_and_logs_traceback_with_session_id(
     assert (await c.cmd(b"NOOP")).startswith("250")
     await c.close()
 
-    connects = [re.search(r"session=(\w+) connect", r.getMessage()) for r in caplog.records]
-    ids = [m.group(1) for m in connects if m]
-    assert len(ids) == 1
+    # The session id is bound once at connect and carried by every record of that session.
+    ids = [getattr(r, "session", None) for r in caplog.records if r.getMessage().startswith("connect ")]
+    assert len(ids) == 1 and re.fullmatch(r"[0-9a-f]{10}", str(ids[0]))
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert f"session={ids[0]} " in errors[0].getMessage()
+    assert getattr(errors[0], "session", None) == ids[0]
     assert errors[0].exc_info is not None and errors[0].exc_info[0] is Boom
     assert "secret internal detail" in caplog.text
     assert "Traceback (most recent call last)" in caplog.text

@@ -1,0 +1,80 @@
+"""Logging: one line per event, every line of a session carrying its id, as text or JSON.
+
+The session id is bound once, in a context variable, when a client connects; every task
+of that session (the command handler, filters, the backend relay) inherits it, so no call
+site formats it by hand and filters get it without knowing the engine. ``[server]
+log_format = "json"`` writes one JSON object per line for log shippers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["SESSION", "JsonFormatter", "TextFormatter", "bind_session", "setup_logging"]
+
+SESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("spamgate_session", default=None)
+
+
+def bind_session(session_id: str | None) -> None:
+    """Bind the id to the current context (and to every task created from it from now on)."""
+    SESSION.set(session_id)
+
+
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_session(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    # At creation, in the emitting task's context: every handler (and pytest's caplog) sees it.
+    record = _base_factory(*args, **kwargs)
+    record.session = SESSION.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_with_session)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        session = getattr(record, "session", None)
+        if session is None:
+            return line
+        head, _, message = line.partition(f"{record.name}: ")
+        return f"{head}{record.name}: session={session} {message}"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        session = getattr(record, "session", None)
+        if session is not None:
+            out["session"] = session
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    # aiosmtpd logs every command line at INFO and some events at WARNING, without our session
+    # id; our own log says what matters, once per event, with it.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
