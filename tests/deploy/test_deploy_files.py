@@ -145,10 +145,13 @@ def test_containerfile_matches_config_and_repo() -> None:
     assert '"run", "--config", "/etc/spamgate/spamgate.toml"' in text
 
 
-def test_compose_wires_the_five_services() -> None:
+def test_compose_wires_the_six_services() -> None:
     c = compose()
     services = c["services"]
-    assert set(services) == {"postfix", "spamd", "spamgate", "prometheus", "grafana"}
+    assert set(services) == {"postfix", "spamd", "clamd", "spamgate", "prometheus", "grafana"}
+    cfg = load_config(CONTAINER / "spamgate.toml")
+    assert cfg.filters["antivirus"].options["host"] == "clamd"
+    assert "clamd" in services["spamgate"]["depends_on"]
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
             src = volume.split(":")[0]
@@ -266,7 +269,10 @@ def test_k8s_manifests(tmp_path: Path) -> None:
     for res in kustomization["resources"]:
         assert (DEPLOY / "k8s" / res).is_file(), res
     pod = docs["Deployment/spamgate"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container, clamd = pod["containers"]
+    assert container["name"] == "spamgate" and clamd["name"] == "clamd"
+    clamd_port = next(p["containerPort"] for p in clamd["ports"])
+    assert clamd_port == k8s_config(tmp_path).filters["antivirus"].options["port"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
