@@ -17,6 +17,7 @@ import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
+from email.errors import HeaderParseError
 from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_fail
@@ -184,7 +185,11 @@ class GateSMTP(AuthMixin, SMTP):
         m = _PLAIN_ADDR.match(arg)
         if m is not None:
             return m.group(1), arg[m.end() :].lstrip()
-        result: tuple[str | None, str | None] = super()._getaddr(arg)
+        try:
+            result: tuple[str | None, str | None] = super()._getaddr(arg)
+        except (IndexError, HeaderParseError):
+            # email's parser crashes on a truncated address ("<", "<@"): a syntax error, not our bug.
+            return None, None
         return result
 
     # -- connection -----------------------------------------------------------
