@@ -12,10 +12,12 @@ from tests.integration.services.postfix import free_port
 
 
 @contextlib.contextmanager
-def running_spamgate(backend_toml: str, extra_toml: str = "", listen_toml: str = "") -> Iterator[Spamgate]:
-    """spamgate with one mx listener, the given [backend] body and any extra tables."""
+def running_spamgate(backend_toml: str, extra_toml: str = "", listen_toml: str = "",
+                     port: int | None = None) -> Iterator[Spamgate]:
+    """spamgate with one mx listener (or ``listen_toml``, whose first port is ``port``), the given
+    [backend] body and any extra tables."""
     work = Path(tempfile.mkdtemp(prefix="spamgate-hardening-"))
-    port, mport = free_port(), free_port()
+    port, mport = port or free_port(), free_port()
     listen = listen_toml or f'[[listen]]\nhost = "127.0.0.1"\nport = {port}\nrole = "mx"\n'
     config = (
         f'[server]\nhostname = "spamgate.test"\nstate_dir = "{work}/state"\nshutdown_grace = 5\n\n{listen}\n'
