@@ -10,6 +10,9 @@ from pathlib import Path
 from tests.integration.conftest import Spamgate
 from tests.integration.services.postfix import free_port
 
+# No resolver on 127.0.0.1:53 here: reverse lookups would only wait for their timeout.
+NO_RDNS = "[dns]\nreverse_lookup = false\n"
+
 
 @contextlib.contextmanager
 def running_spamgate(backend_toml: str, extra_toml: str = "", listen_toml: str = "",
@@ -22,7 +25,7 @@ def running_spamgate(backend_toml: str, extra_toml: str = "", listen_toml: str =
     config = (
         f'[server]\nhostname = "spamgate.test"\nstate_dir = "{work}/state"\nshutdown_grace = 5\n\n{listen}\n'
         f"[backend]\n{backend_toml}\n[metrics]\nhost = \"127.0.0.1\"\nport = {mport}\n\n"
-        f"[dns]\nreverse_lookup = false\n{extra_toml}\n"
+        f"{'' if '[dns]' in extra_toml else NO_RDNS}{extra_toml}\n"
     )
     sg = Spamgate(work, config, port, 0, mport)
     try:
