@@ -187,8 +187,9 @@ class GateSMTP(AuthMixin, SMTP):
             return m.group(1), arg[m.end() :].lstrip()
         try:
             result: tuple[str | None, str | None] = super()._getaddr(arg)
-        except (IndexError, HeaderParseError):
-            # email's parser crashes on a truncated address ("<", "<@"): a syntax error, not our bug.
+        except (IndexError, AttributeError, HeaderParseError):
+            # email's parser crashes on truncated addresses: IndexError on "<" and "<@", and on "<a@["
+            # it returns a defect object aiosmtpd reads .addr_spec from. A syntax error, not our bug.
             return None, None
         return result
 

@@ -19,10 +19,11 @@ def gate() -> Iterator[Spamgate]:
         yield sg
 
 
-@pytest.mark.parametrize("arg", ["<", "<@", " <", "<@:", "<@a,@"])
+@pytest.mark.parametrize("arg", ["<", "<@", " <", "<@:", "<@a,@", "<a@[", "<a@[a@x>", "<alice@[a@MIM<\"IZ"])
 def test_truncated_address_is_a_553_not_an_internal_error(gate: Spamgate, arg: str) -> None:
-    """email's header parser raised IndexError on ``MAIL FROM:<``: the client got
-    ``451 4.3.0 Internal error`` (retry forever) and the log a traceback (found by hypothesis)."""
+    """email's header parser raised IndexError on ``MAIL FROM:<`` (found by hypothesis) and returned
+    a defect object aiosmtpd choked on for ``MAIL FROM:<a@[`` (found by atheris): the client got
+    ``451 4.3.0 Internal error`` (retry forever) and the log a traceback."""
     c = RawClient(gate.port, timeout=10)
     try:
         assert c.reply()[0] == 220
