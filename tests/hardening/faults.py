@@ -13,12 +13,12 @@ Schedule = Sequence[tuple[float, Callable[[], None]]]
 
 
 def load_with_faults(port: int, *, clients: int, seconds: float, schedule: Schedule = (),
-                     pause: float = 0.0) -> Ledger:
+                     pause: float = 0.0, sources: Sequence[str] = ("127.0.0.1",)) -> Ledger:
     """``clients`` senders for ``seconds``; each (time, action) of ``schedule`` runs at its time."""
     ledger = Ledger()
     stop = threading.Event()
     start = time.monotonic()
-    thread = run_load_in_thread(port, ledger, clients=clients, stop=stop, pause=pause)
+    thread = run_load_in_thread(port, ledger, clients=clients, stop=stop, pause=pause, sources=sources)
     try:
         for when, action in sorted(schedule, key=lambda s: s[0]):
             time.sleep(max(0.0, start + when - time.monotonic()))

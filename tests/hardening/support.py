@@ -12,7 +12,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +78,10 @@ class Ledger:
         problems += [f"{mid} delivered but never sent" for mid in delivered if mid not in known]
         return problems
 
+    @property
+    def total(self) -> int:
+        return len(self.accepted) + len(self.refused) + len(self.unknown)
+
     def summary(self) -> str:
         return (f"accepted={len(self.accepted)} refused={len(self.refused)} unknown={len(self.unknown)} "
                 f"replies={dict(self.replies)}")
@@ -127,22 +131,24 @@ async def send_one(port: int, ledger: Ledger, *, rcpt: str = "alice@example.edu"
 
 
 async def load(port: int, ledger: Ledger, *, clients: int, until: Callable[[], bool], pause: float = 0.0,
-               rcpt: str = "alice@example.edu") -> None:
-    """``clients`` concurrent senders, each sending one message per session until ``until()``."""
+               rcpt: str = "alice@example.edu", sources: Sequence[str] = ("127.0.0.1",)) -> None:
+    """``clients`` concurrent senders, each sending one message per session until ``until()``;
+    client ``i`` connects from ``sources[i % len(sources)]`` (spamgate limits sessions per IP)."""
 
-    async def worker() -> None:
+    async def worker(i: int) -> None:
         while not until():
-            reply = await send_one(port, ledger, rcpt=rcpt)
+            reply = await send_one(port, ledger, rcpt=rcpt, source=sources[i % len(sources)])
             if reply is None or not reply.startswith("250") or pause:
                 await asyncio.sleep(max(pause, 0.05))
 
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    await asyncio.gather(*(worker(i) for i in range(clients)))
 
 
 def run_load_in_thread(port: int, ledger: Ledger, *, clients: int, stop: threading.Event,
-                       pause: float = 0.0) -> threading.Thread:
+                       pause: float = 0.0, sources: Sequence[str] = ("127.0.0.1",)) -> threading.Thread:
     t = threading.Thread(
-        target=lambda: asyncio.run(load(port, ledger, clients=clients, until=stop.is_set, pause=pause)),
+        target=lambda: asyncio.run(load(port, ledger, clients=clients, until=stop.is_set, pause=pause,
+                                        sources=sources)),
         daemon=True,
     )
     t.start()
