@@ -187,9 +187,10 @@ class GateSMTP(AuthMixin, SMTP):
             return m.group(1), arg[m.end() :].lstrip()
         try:
             result: tuple[str | None, str | None] = super()._getaddr(arg)
-        except (IndexError, AttributeError, HeaderParseError):
-            # email's parser crashes on truncated addresses: IndexError on "<" and "<@", and on "<a@["
-            # it returns a defect object aiosmtpd reads .addr_spec from. A syntax error, not our bug.
+        except (IndexError, AttributeError, UnboundLocalError, HeaderParseError):
+            # email's parser crashes on truncated addresses: IndexError on "<" and "<@", on "<a@[" it
+            # returns a defect object aiosmtpd reads .addr_spec from, and "a@[ " hits an unbound local
+            # in its get_domain (CPython 3.11). A syntax error, not our bug.
             return None, None
         return result
 

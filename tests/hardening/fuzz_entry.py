@@ -86,7 +86,7 @@ def _data(payload: bytes) -> None:
 def _address(text: str) -> None:
     try:
         want = SMTP._getaddr(_REF, text)
-    except (IndexError, AttributeError, HeaderParseError):
+    except (IndexError, AttributeError, UnboundLocalError, HeaderParseError):
         want = (None, None)
     assert GateSMTP._getaddr(_GATE, text) == want, text
 

@@ -38,7 +38,7 @@ PURE = settings(max_examples=400, deadline=None)
 
 @pytest.fixture(scope="module")
 def maildir_gate() -> Iterator[Spamgate]:
-    with running_spamgate('url = "maildir:@DIR@"'.replace("@DIR@", "md"), "[limits]\nmax_errors = 1000000\n") as sg:
+    with running_spamgate('url = "maildir:md"', "[limits]\nmax_errors = 1000000\n") as sg:
         yield sg
 
 
@@ -173,12 +173,13 @@ def _bare_gate() -> Any:
 @example(arg="<@")
 @example(arg="<a@[")
 @example(arg="<a@[a@x>")
+@example(arg='"q" @[ ')
 @example(arg="<a@b.c> SIZE=1")
 def test_fast_address_path_agrees_with_aiosmtpd(arg: str) -> None:
     reference: Any = object.__new__(SMTP)
     try:
         expected = SMTP._getaddr(reference, arg)
-    except (IndexError, AttributeError, HeaderParseError):
+    except (IndexError, AttributeError, UnboundLocalError, HeaderParseError):
         # email's parser crashes on some truncated addresses; GateSMTP calls that a syntax error.
         expected = (None, None)
     assert GateSMTP._getaddr(_bare_gate(), arg) == expected
@@ -256,7 +257,7 @@ def test_auth_base64_garbage_gets_501_never_an_exception(text: str) -> None:
     if got is None:
         assert stub.pushed == ["501 5.5.2 Cannot decode base64"]
     else:
-        assert base64.b64encode(got).decode() == text.strip() or stub.pushed == []
+        assert stub.pushed == [] and base64.b64decode(text, validate=True) == got
 
 
 @PURE
