@@ -40,7 +40,7 @@ def sink() -> Iterator[CountingSink]:
 def test_postfix_stopped_and_restarted_under_load() -> None:
     with running_postfix(prefix="spamgate-postfix-fault-") as pf, \
             running_spamgate(f'host = "127.0.0.1"\nport = {pf.port}\ntimeout = 10\nconnect_timeout = 2\n') as sg:
-        ledger = load_with_faults(sg.port, clients=6, seconds=9, schedule=[(2.5, pf.stop), (5.0, pf.start)])
+        ledger = load_with_faults(sg.port, clients=6, seconds=7, schedule=[(2.0, pf.stop), (4.0, pf.start)])
         got = settle(ledger, lambda: ids_in(pf.all_messages()))
         assert_exactly_once(ledger, got, min_accepted=20)
         assert any(why.startswith("451") for why in ledger.refused.values()), ledger.summary()
@@ -51,7 +51,7 @@ def test_slow_backend(sink: CountingSink) -> None:
     sink.fault = lambda n, stage: ("delay:0.5" if stage == "data" and n % 3 == 0
                                    else "delay:3" if stage == "rcpt" and n % 7 == 0 else None)
     with running_spamgate(SINK_BACKEND.format(port=sink.port)) as sg:
-        ledger = load_with_faults(sg.port, clients=8, seconds=6)
+        ledger = load_with_faults(sg.port, clients=8, seconds=4)
         assert_exactly_once(ledger, settle(ledger, sink.counts), min_accepted=20)
         assert any(why.startswith("451 4.4.2") for why in ledger.refused.values()), ledger.summary()
 
@@ -60,13 +60,15 @@ def test_backend_answers_421_mid_session(sink: CountingSink) -> None:
     sink.fault = lambda n, stage: "421" if ((stage == "mail" and n % 5 == 0) or (stage == "rcpt" and n % 7 == 0)
                                             or (stage == "data" and n % 11 == 0)) else None
     with running_spamgate(SINK_BACKEND.format(port=sink.port)) as sg:
-        ledger = load_with_faults(sg.port, clients=6, seconds=5)
+        ledger = load_with_faults(sg.port, clients=6, seconds=4)
         assert_exactly_once(ledger, settle(ledger, sink.counts), min_accepted=20)
         assert sum(why.startswith("4") for why in ledger.refused.values()) >= 3, ledger.summary()
 
 
-@pytest.mark.parametrize("on_error", ["continue", "tempfail"])
-def test_spamd_killed_under_load(sink: CountingSink, tmp_path: Path, on_error: str) -> None:
+def test_spamd_killed_under_load(sink: CountingSink, tmp_path: Path) -> None:
+    """Fail-closed (``on_error = "tempfail"``): once spamd is gone every message gets 451, none a 250.
+    (Fail-open delivery without spamd: tests/integration/test_spamassassin.py.)"""
+    on_error = "tempfail"
     spamd = start_spamd(tmp_path / "spamd", children=2)
     try:
         extra = (f"[filters.spamassassin]\nenabled = true\nhost = \"127.0.0.1\"\nport = {spamd.port}\n"
@@ -75,11 +77,8 @@ def test_spamd_killed_under_load(sink: CountingSink, tmp_path: Path, on_error: s
             assert spamd.proc is not None
             proc = spamd.proc
             ledger = load_with_faults(sg.port, clients=4, seconds=6, schedule=[(2.0, lambda: proc.send_signal(9))])
-            assert_exactly_once(ledger, settle(ledger, sink.counts), min_accepted=5)
-            if on_error == "tempfail":
-                assert any(why.startswith("451") for why in ledger.refused.values()), ledger.summary()
-            else:
-                assert not ledger.refused, ledger.summary()
+            assert_exactly_once(ledger, settle(ledger, sink.counts), min_accepted=1)
+            assert any(why.startswith("451") for why in ledger.refused.values()), ledger.summary()
     finally:
         spamd.close()
 
@@ -99,7 +98,7 @@ def test_dns_stopped_and_dropping_packets(sink: CountingSink, tmp_path: Path) ->
                 f'nameservers = ["127.0.0.1"]\nport = {silent}\ntimeout = 0.5\n'
             )
             with running_spamgate(SINK_BACKEND.format(port=sink.port), extra) as sg:
-                ledger = load_with_faults(sg.port, clients=6, seconds=6, schedule=[(2.0, nsd.stop)])
+                ledger = load_with_faults(sg.port, clients=6, seconds=4, schedule=[(1.5, nsd.stop)])
                 assert_exactly_once(ledger, settle(ledger, sink.counts), min_accepted=20)
                 assert not ledger.refused, ledger.summary()
     finally:

@@ -23,7 +23,7 @@ def test_atheris_short_run_finds_no_crash(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(HERE / "fuzz_corpus", corpus)
     r = subprocess.run(
-        [sys.executable, str(HERE / "fuzz_entry.py"), "-runs=2000", "-max_total_time=8",
+        [sys.executable, str(HERE / "fuzz_entry.py"), "-runs=1500", "-max_total_time=6",
          f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(REPO)},
     )

@@ -31,7 +31,7 @@ from tests.integration.conftest import Spamgate
 from tests.integration.smtp_client import RawClient
 
 LIVE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-PURE = settings(max_examples=400, deadline=None)
+PURE = settings(max_examples=200, deadline=None)
 
 # -- a real spamgate for the wire-level properties ------------------------------------------
 
