@@ -41,11 +41,16 @@ log = logging.getLogger("spamgate.quarantine")
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except OSError:
+        # A partial file on a full disk would keep it full after the message was refused.
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Quarantine:

@@ -18,6 +18,7 @@ import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
+from email.errors import HeaderParseError
 from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_fail
@@ -187,7 +188,13 @@ class GateSMTP(AuthMixin, SMTP):
         m = _PLAIN_ADDR.match(arg)
         if m is not None:
             return m.group(1), arg[m.end() :].lstrip()
-        result: tuple[str | None, str | None] = super()._getaddr(arg)
+        try:
+            result: tuple[str | None, str | None] = super()._getaddr(arg)
+        except (IndexError, AttributeError, UnboundLocalError, HeaderParseError):
+            # email's parser crashes on truncated addresses: IndexError on "<" and "<@", on "<a@[" it
+            # returns a defect object aiosmtpd reads .addr_spec from, and "a@[ " hits an unbound local
+            # in its get_domain (CPython 3.11). A syntax error, not our bug.
+            return None, None
         return result
 
     # -- connection -----------------------------------------------------------
