@@ -72,9 +72,9 @@ class AuthMixin:
         if ok:
             st.login = user
             if rt.penalties is not None:
-                rt.penalties.record_success(st.peer_ip)
+                await rt.penalties.record_success(st.peer_ip)
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
-        if rt.penalties is not None and rt.penalties.record_failure(st.peer_ip):
+        if rt.penalties is not None and await rt.penalties.record_failure(st.peer_ip):
             metrics.PENALTY_BOX.inc()
             log.warning("client=%s penalty-box=entered", st.peer_ip)
             await self.push("421 4.7.0 Too many failed login attempts, closing connection")
@@ -85,7 +85,7 @@ class AuthMixin:
 
     async def _auth_allowed(self) -> bool:
         pen = self.runtime.penalties
-        if pen is not None and pen.is_blocked(self.state.peer_ip):
+        if pen is not None and await pen.is_blocked(self.state.peer_ip):
             await self.push("454 4.7.0 Too many failed login attempts, try again later")
             return False
         if self.runtime.authenticator is None:
