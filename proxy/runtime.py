@@ -70,11 +70,9 @@ class SessionCounter:
         # Never below our own count: a store entry may have expired under long sessions.
         return max(shared, self.per_ip[ip]), True
 
-    async def close(self, ip: str, in_store: bool) -> None:
-        """The end of a session ``open`` counted (``in_store``: what it returned)."""
-        self.remove(ip)
-        if self.store is None or not in_store:
-            return
+    async def release(self, ip: str) -> None:
+        """The store's side of the end of a session ``open`` counted there (``remove`` does this process's)."""
+        assert self.store is not None
         key = f"sessions:{ip}"
         try:
             if await self.store.incr(key, SESSION_KEY_TTL, -1) <= 0:

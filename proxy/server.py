@@ -260,10 +260,12 @@ class Server:
 
     @staticmethod
     async def _goodbye(s: GateSMTP) -> None:
-        try:
-            s._writer.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
-        except (RuntimeError, AttributeError, OSError):
-            pass
+        # Straight to the transport (not push): no drain to wait for, the connection closes next.
+        if isinstance(s.transport, asyncio.WriteTransport):
+            try:
+                s.transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+            except (RuntimeError, OSError):
+                pass
         if s.transport is not None:
             s.transport.close()
 
