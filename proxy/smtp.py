@@ -18,7 +18,7 @@ import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ClassVar
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 
@@ -60,17 +60,35 @@ async def socket_peer(gate: GateSMTP) -> tuple[str, int] | None:
     return (str(peer[0]), int(peer[1])) if peer else ("unknown", 0)
 
 
-class GateSMTP(AuthMixin, SMTP):
-    """One client connection: aiosmtpd's protocol, and its own aiosmtpd handler.
+@functools.lru_cache(maxsize=16)
+def _template(hostname: str, ident: str, data_size_limit: int, timeout: float,
+              tls_context: ssl.SSLContext | None, auth_require_tls: bool) -> SMTP:
+    """aiosmtpd's own constructor, run once per listener setting: each connection copies the result.
 
-    aiosmtpd calls each ``handle_<COMMAND>`` hook with the protocol as ``server``; being our
-    own handler, the hooks are plain methods here (no shim object in between). They
-    return what the session decided, typed (``Reply``, ``BackendReply``); ``push`` turns that
-    into the wire format, and adds enhanced status codes to aiosmtpd's own replies only.
-    The private aiosmtpd names still touched are listed in docs/architecture.md.
+    Its constructor reflects on the protocol and the handler (``inspect.getmembers``, ``dir``,
+    ``inspect.signature``) on every connection: 17 % of a relay's CPU. What it computes
+    depends only on these settings and on the GateSMTP class, which is the handler.
     """
+    return SMTP(
+        GateSMTP, hostname=hostname, ident=ident, data_size_limit=data_size_limit, enable_SMTPUTF8=True,
+        tls_context=tls_context, timeout=timeout, auth_require_tls=auth_require_tls,
+        loop=asyncio.get_running_loop(),
+    )
 
-    _REFLECTED: ClassVar[tuple[str, ...]] = ()  # filled below the class
+
+# misc: AuthMixin's auth_PLAIN/auth_LOGIN take (self, args), the handler form aiosmtpd calls for
+# them, not the (self, server, args) of the builtins they replace.
+class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
+    """One client connection: aiosmtpd's protocol, whose handler is this class itself.
+
+    aiosmtpd calls a handler's hooks as ``handle_<COMMAND>(server, session, envelope, ...)``;
+    with the class as handler, the hook it finds is the plain function and ``server`` lands in
+    ``self``: the hooks below are ordinary methods, with no shim object in between. They
+    return what the session decided, typed (``Reply``, ``BackendReply``); ``push`` writes it
+    and adds enhanced status codes to aiosmtpd's own replies only. AUTH mechanisms are
+    found on the handler the same way (``auth_<MECH>(server, args)``). The private aiosmtpd
+    names still touched are listed in docs/architecture.md.
+    """
 
     def __init__(
         self,
@@ -82,22 +100,22 @@ class GateSMTP(AuthMixin, SMTP):
         cfg = runtime.cfg
         lst = runtime.listener(listener)
         limits = cfg.limits
-        # Read by aiosmtpd's constructor (the stream reader's limit) and per command: set per session
-        # first. aiosmtpd's command_size_limits is class-wide (shared by all sessions): ours is not.
+        template = _template(
+            cfg.server.hostname, cfg.server.banner, limits.max_message_size, limits.command_timeout,
+            tls_context if lst.role != "smtps" else None, not (lst.allow_plaintext_auth or lst.role == "smtps"),
+        )
+        vars(self).update(vars(template))
+        # What is this connection's own: the loop, a fresh stream (asyncio's constructor), the limits
+        # (aiosmtpd's command_size_limits is class-wide), and the command table bound to this object.
+        self.loop = asyncio.get_running_loop()
         self.line_length_limit = limits.max_line_length + 2
         self.command_size_limit = limits.max_command_line
         self.command_size_limits = collections.defaultdict(lambda: limits.max_command_line)
-        super().__init__(
-            self,
-            data_size_limit=limits.max_message_size,
-            enable_SMTPUTF8=True,
-            hostname=cfg.server.hostname,
-            ident=cfg.server.banner,
-            tls_context=tls_context if lst.role != "smtps" else None,
-            timeout=limits.command_timeout,
-            auth_require_tls=not (lst.allow_plaintext_auth or lst.role == "smtps"),
-            loop=asyncio.get_running_loop(),
+        asyncio.StreamReaderProtocol.__init__(
+            self, asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected, loop=self.loop,
         )
+        self._smtp_methods = {name[len("smtp_") :]: getattr(self, name) for name in _COMMANDS}
         self.runtime = runtime
         self.listener_label = listener
         self.role = lst.role
@@ -110,12 +128,6 @@ class GateSMTP(AuthMixin, SMTP):
         self._errors = 0
         self._connect_task: asyncio.Task[None] | None = None
         self._session_id = ""
-
-    def __dir__(self) -> list[str]:
-        # aiosmtpd's constructor finds the smtp_*, auth_* and handle_* methods with dir() and
-        # inspect.getmembers() on every connection: over all ~200 attributes that was 17 % of
-        # a relay's CPU. The names are fixed per class, so dir() lists just those.
-        return list(self._REFLECTED)
 
     async def _before(self, phase: str, arg: str | None) -> bool:
         """Every command passes here first; False when it was answered already."""
@@ -282,13 +294,13 @@ class GateSMTP(AuthMixin, SMTP):
         self.envelope = Envelope()
         return str(replies.INTERNAL_ERROR)
 
-    # -- aiosmtpd's handler hooks (``server`` is self) ------------------------------
+    # -- aiosmtpd's handler hooks (its ``server`` argument is ``self``) -------------
 
-    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str | Reply:
+    async def handle_HELO(self, session: Any, envelope: Any, hostname: str) -> str | Reply:
         reply = await self._helo(session, hostname, esmtp=False)
         return reply if reply is not None else f"250 {self.hostname}"
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+    async def handle_EHLO(self, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str | Reply]:
         reply = await self._helo(session, hostname, esmtp=True)
         return [reply] if reply is not None else self._ehlo_lines(responses)
@@ -313,7 +325,7 @@ class GateSMTP(AuthMixin, SMTP):
         # One write for the whole reply instead of aiosmtpd's write-and-drain per line.
         return ["\r\n".join(lines)]
 
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+    async def handle_MAIL(self, session: Any, envelope: Any, address: str,
                           options: list[str]) -> Reply | BackendReply:
         # aiosmtpd hands the null sender over as "<>" (and needs it truthy); everything else sees "".
         reply = await self.state.on_mail("" if address == "<>" else address, options)
@@ -322,21 +334,21 @@ class GateSMTP(AuthMixin, SMTP):
             envelope.mail_options.extend(options)
         return reply
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+    async def handle_RCPT(self, session: Any, envelope: Any, address: str,
                           options: list[str]) -> Reply | BackendReply:
         reply = await self.state.on_rcpt(address, options)
         if isinstance(reply, BackendReply) and reply.ok:
             envelope.rcpt_tos.append(address)
         return reply
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> Reply | BackendReply:
+    async def handle_DATA(self, session: Any, envelope: Any) -> Reply | BackendReply:
         cfg = self.runtime.cfg
         # Filters and the backend get their own bounds; this one only keeps a dead client from lingering.
         self._reset_timeout(cfg.backend.timeout * 2 + max((t.timeout for t in cfg.filters.values()), default=0) + 30)
         content: bytes = envelope.original_content or b""
         return await self.state.on_data(content)
 
-    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_RSET(self, session: Any, envelope: Any) -> str:
         await self.state.abort_transaction()
         return "250 2.0.0 Ok"
 
@@ -356,7 +368,7 @@ def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
 
 for _name in [n for n in dir(SMTP) if n.startswith("smtp_")]:
     setattr(GateSMTP, _name, _track(_name))
-GateSMTP._REFLECTED = tuple(n for n in dir(GateSMTP) if n.startswith(("smtp_", "auth_", "handle_")))
+_COMMANDS = tuple(n for n in dir(GateSMTP) if n.startswith("smtp_"))
 
 
 def _exempt(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
@@ -371,6 +383,3 @@ def _exempt(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
 
 def has_bad_chars(value: str) -> bool:
     return any(ord(c) < 33 or ord(c) == 127 for c in value)
-
-
-

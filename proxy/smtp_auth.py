@@ -100,7 +100,9 @@ class AuthMixin:
             await self.push("501 5.5.2 Cannot decode base64")
             return None
 
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+    # aiosmtpd calls a handler's mechanism as auth_<MECH>(server, args): the handler is the
+    # GateSMTP class, so server is self.
+    async def auth_PLAIN(self, args: list[str]) -> AuthResult:
         if not await self._auth_allowed():
             return AuthResult(success=False, handled=True)
         blob = await self.challenge_auth("") if len(args) == 1 else await self._b64(args[1])
@@ -112,7 +114,7 @@ class AuthMixin:
             return AuthResult(success=False, handled=True)
         return await self._login("PLAIN", parts[1], parts[2])
 
-    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+    async def auth_LOGIN(self, args: list[str]) -> AuthResult:
         if not await self._auth_allowed():
             return AuthResult(success=False, handled=True)
         login = await self.challenge_auth("Username:") if len(args) == 1 else await self._b64(args[1])
