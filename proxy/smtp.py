@@ -1,10 +1,12 @@
 """The SMTP server protocol: aiosmtpd's parser with its sharp edges filed off.
 
 aiosmtpd does the parsing, STARTTLS, DATA reading (which ends only on CRLF.CRLF) and
-timeouts. On top we add: enhanced status codes on its own replies; ``451 4.3.0``
-instead of ``500 Error: <exception text>``; async AUTH against our authenticators
-(its own authenticator hook is synchronous); connection limits; per-session state
-that survives STARTTLS; and replies counted per phase.
+timeouts. On top we add: connection setup as an async step before the greeting
+(address, limits, connect filters); enhanced status codes on its own replies;
+``451 4.3.0`` instead of ``500 Error: <exception text>``; async AUTH against our
+authenticators (its own authenticator hook is synchronous); per-session state that
+survives STARTTLS; and replies counted per phase. The aiosmtpd internals still touched
+are listed, with the reason for each, in docs/architecture.md.
 """
 
 from __future__ import annotations
