@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spamgate.filters.sdk.api import DnsSettings, FilterEnv
 from spamgate.filters.sdk.options import Networks, describe_error, lists_to_tuples
+from spamgate.filters.sdk.state import StateStore
 from spamgate.proxy.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "FilterTable", "Listener", "default_config", "load_config", "parse_config"]
@@ -180,6 +181,18 @@ class Dns(_Model):
         return v
 
 
+class State(_Model):
+    """``[state]``: where counters and flags that expire live (penalty box, session counts, DNS answers).
+
+    ``memory`` keeps them in this process; a shared backend (issue 13: Redis) lets several
+    instances count together. ``key_prefix`` and ``timeout`` are for shared backends.
+    """
+
+    backend: Literal["memory"] = "memory"
+    key_prefix: str = "spamgate:"
+    timeout: float = Field(default=0.5, gt=0, le=30)
+
+
 class Metrics(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -240,6 +253,7 @@ class Config(_Model):
     actions: Actions = Field(default_factory=Actions)
     auth: Auth = Field(default_factory=Auth)
     dns: Dns = Field(default_factory=Dns)
+    state: State = Field(default_factory=State)
     metrics: Metrics = Field(default_factory=Metrics)
     console: Console = Field(default_factory=Console)
     filters: dict[str, FilterTable] = Field(default_factory=dict)
@@ -285,7 +299,8 @@ class Config(_Model):
                            "so nobody can log in to send there")
         return out
 
-    def filter_env(self) -> FilterEnv:
+    def filter_env(self, state: StateStore | None = None) -> FilterEnv:
+        """What filters see of the site; ``state`` is the server's store (it is not config)."""
         d = self.dns
         return FilterEnv(
             hostname=self.server.hostname,
@@ -293,6 +308,7 @@ class Config(_Model):
             dns=DnsSettings(d.effective_nameservers, d.port, d.timeout, d.attempts, d.cache_size),
             state_dir=self.server.state_dir,
             sender_login_map=self.auth.sender_login_map,
+            state=state,
         )
 
 

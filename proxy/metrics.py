@@ -63,6 +63,9 @@ BACKEND_POOL = Gauge("spamgate_backend_pool_idle_connections", "Idle backend con
 QUARANTINED = Counter("spamgate_quarantine_messages_total", "Messages stored in quarantine")
 AUTH_ATTEMPTS = Counter("spamgate_auth_attempts_total", "SMTP AUTH attempts", ["mechanism", "result"])
 PENALTY_BOX = Counter("spamgate_auth_penalty_box_total", "Client IPs put in the brute-force penalty box")
+STATE_ERRORS = Counter(
+    "spamgate_state_errors_total", "State store operations that failed (the engine went on locally)", ["operation"]
+)
 CONFIG_RELOADS = Counter("spamgate_config_reloads_total", "Config reloads by result", ["result"])
 
 

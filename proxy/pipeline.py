@@ -15,6 +15,7 @@ from typing import Any
 
 from spamgate.filters.sdk.api import Context, Decision, Filter, Learner, OptionError, Phase
 from spamgate.filters.sdk.runner import FilterSettings, Outcome, Pipeline, Slot
+from spamgate.filters.sdk.state import StateStore
 from spamgate.proxy import metrics
 from spamgate.proxy.config import Config, FilterTable, parse_config
 from spamgate.proxy.errors import PluginError
@@ -49,14 +50,14 @@ def _settings(t: FilterTable) -> FilterSettings:
     )
 
 
-def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config) -> Filter:
+def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config, state: StateStore | None = None) -> Filter:
     where = f"{cfg.source}: [filters.{name}]"
     try:
         factory = ep.load()
     except Exception as exc:
         raise PluginError(f"{where}: cannot import {ep.value} from {_dist(ep)}: {exc!r}") from exc
     try:
-        flt = factory(name, table.options, cfg.filter_env())
+        flt = factory(name, table.options, cfg.filter_env(state))
     except OptionError as exc:
         raise PluginError(f"{where}.{exc.key}: {exc.message} (filter {name!r} from {_dist(ep)})") from exc
     except Exception as exc:
@@ -114,7 +115,8 @@ def learner_from(cfg: Config | None, name: str = DEFAULT_LEARNER, overrides: dic
     return flt
 
 
-def build_pipeline(cfg: Config) -> Pipeline:
+def build_pipeline(cfg: Config, state: StateStore | None = None) -> Pipeline:
+    """The configured filters, built; ``state`` (the server's store) reaches them as ``FilterEnv.state``."""
     available = discover()
     slots = []
     for name, table in cfg.enabled_filters.items():
@@ -125,7 +127,7 @@ def build_pipeline(cfg: Config) -> Pipeline:
                 f"{cfg.source}: [filters.{name}]: no filter named {name!r} is installed "
                 f"(entry point group {ENTRY_POINT_GROUP}; installed: {known})"
             )
-        slots.append(Slot(_load(name, table, ep, cfg), _settings(table)))
+        slots.append(Slot(_load(name, table, ep, cfg, state), _settings(table)))
     return Pipeline(slots, listener=record_outcome)
 
 

@@ -24,6 +24,7 @@ from spamgate.proxy.rdns import ReverseResolver
 from spamgate.proxy.relay import BackendProtocol, SmtpBackend
 from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
 from spamgate.proxy.smtp import GateSMTP, spawn
+from spamgate.proxy.state import StateSeam, make_state
 
 __all__ = ["Server", "make_backend", "tls_context"]
 
@@ -64,21 +65,32 @@ def uses_dns(cfg: Config) -> bool:
 
 
 def build_runtime(
-    cfg: Config, counter: SessionCounter, backend: BackendProtocol | None = None, penalties: Penalties | None = None
+    cfg: Config,
+    counter: SessionCounter,
+    backend: BackendProtocol | None = None,
+    penalties: Penalties | None = None,
+    state: StateSeam | None = None,
 ) -> Runtime:
     """Everything a config generation needs; raises ConfigError/PluginError before anything starts.
 
-    ``counter`` and ``penalties`` belong to the server and are handed from generation to
-    generation, so a reload neither forgets open sessions nor lets a boxed client out.
+    ``counter``, ``penalties`` and ``state`` belong to the server and are handed from generation
+    to generation, so a reload neither forgets open sessions nor lets a boxed client out.
+    Without them (check-config, tests) the generation gets a store of its own.
     """
     for lst in cfg.listen:
         tls_context(lst, cfg.source)
-    pipeline = build_pipeline(cfg)
+    if state is None:
+        state = make_state(cfg.state)
+    env = cfg.filter_env(state.strict)
+    if state.shared:
+        # Before the filters are built: they reach the same process-wide resolver.
+        shared_resolver(env.dns, state.engine)
+    pipeline = build_pipeline(cfg, state.strict)
     authenticator = _authenticator(cfg)
     qdir = cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")
     rdns = None
     if cfg.dns.reverse_lookup:
-        rdns = ReverseResolver(shared_resolver(cfg.filter_env().dns), cfg.dns.reverse_lookup_timeout)
+        rdns = ReverseResolver(shared_resolver(env.dns), cfg.dns.reverse_lookup_timeout)
     return Runtime(
         cfg=cfg,
         pipeline=pipeline,
@@ -86,7 +98,7 @@ def build_runtime(
         counter=counter,
         quarantine=Quarantine(qdir),
         authenticator=authenticator,
-        penalties=penalties if penalties is not None else make_penalty_box(cfg.auth),
+        penalties=penalties if penalties is not None else make_penalty_box(cfg.auth, state.engine),
         rdns=rdns,
     )
 
@@ -95,9 +107,11 @@ class Server:
     def __init__(self, cfg: Config, config_path: str | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
-        self.counter = SessionCounter()
-        self.penalties = make_penalty_box(cfg.auth)
-        self.runtime = build_runtime(cfg, self.counter, penalties=self.penalties)
+        # Owned here, not by a runtime: a reload rebuilds the runtime and hands these over.
+        self.state = make_state(cfg.state)
+        self.counter = SessionCounter(store=self.state.strict)
+        self.penalties = make_penalty_box(cfg.auth, self.state.engine)
+        self.runtime = build_runtime(cfg, self.counter, penalties=self.penalties, state=self.state)
         self.servers: list[asyncio.Server] = []
         self.sessions: weakref.WeakSet[GateSMTP] = weakref.WeakSet()
         self.health: HealthServer | None = None
@@ -188,10 +202,12 @@ class Server:
                 (lst.host, lst.port, lst.role) for lst in self.cfg.listen
             ]:
                 raise ConfigError(f"{self.config_path}: listen: changing listeners needs a restart")
+            if cfg.state != self.cfg.state:
+                raise ConfigError(f"{self.config_path}: state: changing [state] needs a restart")
             same_backend = cfg.backend == self.cfg.backend
             self.penalties.reconfigure(cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.penalty_seconds)
             runtime = build_runtime(cfg, self.counter, self.runtime.backend if same_backend else None,
-                                    self.penalties)
+                                    self.penalties, self.state)
         except (ConfigError, PluginError) as exc:
             metrics.CONFIG_RELOADS.labels("error").inc()
             log.error("reload failed, keeping the running config: %s", exc)
@@ -235,6 +251,7 @@ class Server:
         await self.runtime.backend.close()
         if self.runtime.authenticator is not None:
             await self.runtime.authenticator.close()
+        await self.state.close()
         if self.health is not None:
             await self.health.stop()
         await self.console.stop()
@@ -243,10 +260,12 @@ class Server:
 
     @staticmethod
     async def _goodbye(s: GateSMTP) -> None:
-        try:
-            s._writer.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
-        except (RuntimeError, AttributeError, OSError):
-            pass
+        # Straight to the transport (not push): no drain to wait for, the connection closes next.
+        if isinstance(s.transport, asyncio.WriteTransport):
+            try:
+                s.transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+            except (RuntimeError, OSError):
+                pass
         if s.transport is not None:
             s.transport.close()
 

@@ -1,10 +1,12 @@
 """The SMTP server protocol: aiosmtpd's parser with its sharp edges filed off.
 
 aiosmtpd does the parsing, STARTTLS, DATA reading (which ends only on CRLF.CRLF) and
-timeouts. On top we add: enhanced status codes on its own replies; ``451 4.3.0``
-instead of ``500 Error: <exception text>``; async AUTH against our authenticators
-(its own authenticator hook is synchronous); connection limits; per-session state
-that survives STARTTLS; and replies counted per phase.
+timeouts. On top we add: connection setup as an async step before the greeting
+(address, limits, connect filters); enhanced status codes on its own replies;
+``451 4.3.0`` instead of ``500 Error: <exception text>``; async AUTH against our
+authenticators (its own authenticator hook is synchronous); per-session state that
+survives STARTTLS; and replies counted per phase. The aiosmtpd internals still touched
+are listed, with the reason for each, in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from email.errors import HeaderParseError
-from typing import Any, ClassVar
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_fail
+from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 
 from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.options import IPNetwork
@@ -47,141 +49,99 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(_BACKGROUND.discard)
 
 
-_HOOKS = ("HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "exception")
 # <local@domain> with a dot-atom local part and a host-name domain: the overwhelming majority.
 _PLAIN_ADDR = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                          r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>")
 
-
-def _as_status(reply: Reply | BackendReply) -> str:
-    if isinstance(reply, Reply):
-        return str(reply)
-    return "\r\n".join(format_multiline(reply.code, reply.message))
+AddressSource = Callable[["GateSMTP"], Awaitable["tuple[str, int] | None"]]
+"""Where a session's client address comes from; None ends the connection quietly (not a session)."""
 
 
-class _Hooks:
-    """aiosmtpd's handler API, forwarding to the protocol (which owns the session state)."""
-
-    def __init__(self) -> None:
-        self.smtp: GateSMTP | None = None
-
-    def _gate(self) -> GateSMTP:
-        assert self.smtp is not None
-        return self.smtp
-
-    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
-        return str(await self._gate().on_helo(session, hostname, None))
-
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> Any:
-        return await self._gate().on_helo(session, hostname, responses)
-
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        return await self._gate().on_mail(envelope, address, options)
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        return await self._gate().on_rcpt(envelope, address, options)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        return await self._gate().on_data(envelope)
-
-    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
-        await self._gate().state.abort_transaction()
-        return "250 2.0.0 Ok"
-
-    async def handle_exception(self, error: Exception) -> str:
-        status: str = self._gate().on_exception(error)
-        return status
+async def socket_peer(gate: GateSMTP) -> tuple[str, int] | None:
+    """The default address source: the TCP peer (issue 13 adds one that reads a PROXY header first)."""
+    peer = gate.transport.get_extra_info("peername") if gate.transport is not None else None
+    return (str(peer[0]), int(peer[1])) if peer else ("unknown", 0)
 
 
-class _Commands(dict[str, Any]):
-    """aiosmtpd's command table, resolved on demand (it builds one per connection with ``dir()``)."""
+@functools.lru_cache(maxsize=16)
+def _template(hostname: str, ident: str, data_size_limit: int, timeout: float,
+              tls_context: ssl.SSLContext | None, auth_require_tls: bool) -> SMTP:
+    """aiosmtpd's own constructor, run once per listener setting: each connection copies the result.
 
-    def __init__(self, gate: GateSMTP) -> None:
-        super().__init__()
-        self._gate = gate
+    Its constructor reflects on the protocol and the handler (``inspect.getmembers``, ``dir``,
+    ``inspect.signature``) on every connection: 17 % of a relay's CPU. What it computes
+    depends only on these settings and on the GateSMTP class, which is the handler.
+    """
+    return SMTP(
+        GateSMTP, hostname=hostname, ident=ident, data_size_limit=data_size_limit, enable_SMTPUTF8=True,
+        tls_context=tls_context, timeout=timeout, auth_require_tls=auth_require_tls,
+        loop=asyncio.get_running_loop(),
+    )
 
-    def get(self, command: str, default: Any = None) -> Any:
-        if command not in GateSMTP.COMMANDS:
-            log.info("unknown-command=%r", command[:32])
-            return default
-        return functools.partial(self._gate._run_command, command)
 
+# misc: AuthMixin's auth_PLAIN/auth_LOGIN take (self, args), the handler form aiosmtpd calls for
+# them, not the (self, server, args) of the builtins they replace.
+class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
+    """One client connection: aiosmtpd's protocol, whose handler is this class itself.
 
-class GateSMTP(AuthMixin, SMTP):
-    COMMANDS: ClassVar[frozenset[str]] = frozenset()  # filled below the class, from its smtp_* methods
+    aiosmtpd calls a handler's hooks as ``handle_<COMMAND>(server, session, envelope, ...)``;
+    with the class as handler, the hook it finds is the plain function and ``server`` lands in
+    ``self``: the hooks below are ordinary methods, with no shim object in between. They
+    return what the session decided, typed (``Reply``, ``BackendReply``); ``push`` writes it
+    and adds enhanced status codes to aiosmtpd's own replies only. AUTH mechanisms are
+    found on the handler the same way (``auth_<MECH>(server, args)``). The private aiosmtpd
+    names still touched are listed in docs/architecture.md.
+    """
 
-    def __init__(self, runtime: Runtime, listener: str, tls_context: ssl.SSLContext | None) -> None:
-        # What aiosmtpd's SMTP.__init__ sets, minus its per-connection reflection (inspect.getmembers,
-        # dir(), inspect.signature: ~0.25 ms of CPU per connection, 17 % of a relay benchmark).
-        # tests/proxy/test_smtp_init.py keeps this in step with aiosmtpd's own __init__.
+    def __init__(
+        self,
+        runtime: Runtime,
+        listener: str,
+        tls_context: ssl.SSLContext | None,
+        address_source: AddressSource = socket_peer,
+    ) -> None:
         cfg = runtime.cfg
         lst = runtime.listener(listener)
         limits = cfg.limits
-        self.__ident__ = cfg.server.banner
+        template = _template(
+            cfg.server.hostname, cfg.server.banner, limits.max_message_size, limits.command_timeout,
+            tls_context if lst.role != "smtps" else None, not (lst.allow_plaintext_auth or lst.role == "smtps"),
+        )
+        vars(self).update(vars(template))
+        # What is this connection's own: the loop, a fresh stream (asyncio's constructor), the limits
+        # (aiosmtpd's command_size_limits is class-wide), and the command table bound to this object.
         self.loop = asyncio.get_running_loop()
         self.line_length_limit = limits.max_line_length + 2
-        asyncio.StreamReaderProtocol.__init__(
-            self,
-            asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
-            client_connected_cb=self._cb_client_connected,
-            loop=self.loop,
-        )
-        hooks = _Hooks()
-        hooks.smtp = self
-        self.event_handler = hooks
-        self.data_size_limit = limits.max_message_size
-        self.enable_SMTPUTF8 = True
-        self._decode_data = False
-        # aiosmtpd's limits dict is class-wide (shared by all sessions): ours is per session.
         self.command_size_limit = limits.max_command_line
         self.command_size_limits = collections.defaultdict(lambda: limits.max_command_line)
-        self.hostname = cfg.server.hostname
-        self.tls_context = tls_context if lst.role != "smtps" else None
-        self.require_starttls = False
-        self._timeout_duration = limits.command_timeout
-        self._timeout_handle = None
-        self._tls_handshake_okay = True
-        self._tls_protocol = None
-        self._original_transport = None
-        self.session = None
-        self.envelope = None
-        self.transport = None
-        self._handler_coroutine = None
-        self._auth_require_tls = not (lst.allow_plaintext_auth or lst.role == "smtps")
-        self._proxy_timeout = None
-        self._authenticator = None
-        self._auth_callback = login_always_fail
-        self._auth_required = False
-        self._auth_methods = {"LOGIN": _AuthMechAttr(self.auth_LOGIN, True),
-                              "PLAIN": _AuthMechAttr(self.auth_PLAIN, True)}
-        self._handle_hooks = {name: getattr(hooks, f"handle_{name}") for name in _HOOKS}
-        self._ehlo_hook_ver = "new"
-        self._smtp_methods = _Commands(self)
-        self._enforce_call_limit = False
-
+        asyncio.StreamReaderProtocol.__init__(
+            self, asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected, loop=self.loop,
+        )
+        self._smtp_methods = {name[len("smtp_") :]: getattr(self, name) for name in _COMMANDS}
         self.runtime = runtime
         self.listener_label = listener
         self.role = lst.role
+        self.address_source = address_source
         self.state: SessionState
-        self._refused: Reply | None = None
+        self._started = False  # connection_made ran once: a second call is the TLS restart of STARTTLS
         self._counted = False
-        self._verbatim: str | None = None
+        self._in_store = False
         self._phase = "connect"
         self._errors = 0
         self._connect_task: asyncio.Task[None] | None = None
         self._session_id = ""
 
-    async def _run_command(self, name: str, arg: str | None) -> None:
-        phase = name.lower()
+    async def _before(self, phase: str, arg: str | None) -> bool:
+        """Every command passes here first; False when it was answered already."""
         self._phase = phase
         if phase == "data":
             self._reset_timeout(self.runtime.cfg.limits.data_timeout)
         # Check the raw argument: aiosmtpd's address parser turns a TAB into a quoted space.
         if phase in ("mail", "rcpt") and arg and has_control_chars(arg):
-            await self.push(str(replies.BAD_ADDRESS))
-            return
-        method: Callable[[str | None], Awaitable[None]] = getattr(self, f"smtp_{name}")
-        await method(arg)
+            await self.push(replies.BAD_ADDRESS)
+            return False
+        return True
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # email's header parser (aiosmtpd's way) costs ~10 % of a relay; plain addresses don't need it.
@@ -200,47 +160,78 @@ class GateSMTP(AuthMixin, SMTP):
     # -- connection -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        starttls = self._original_transport is not None
+        starttls, self._started = self._started, True
         if not starttls:
             # Before aiosmtpd creates the session's handler task, which inherits the binding.
             self._session_id = secrets.token_hex(5)
             bind_session(self._session_id)
         super().connection_made(transport)
-        sslobj = transport.get_extra_info("ssl_object")
         if starttls:
             self.state.helo = None
-            self._note_tls(sslobj)
+            self._note_tls(transport.get_extra_info("ssl_object"))
             spawn(self.state.abort_transaction())
-            return
-        peer = transport.get_extra_info("peername") or ("unknown", 0)
-        rt = self.runtime
+
+    async def _handle_client(self) -> None:
+        # aiosmtpd's session loop (greeting, then commands) runs only once the setup admitted the client.
+        if await self._setup():
+            await super()._handle_client()
+
+    async def _setup(self) -> bool:
+        """Connection setup, first thing in the session's task, before the greeting.
+
+        1. the client's address, from ``address_source`` (the socket, or a PROXY header);
+        2. limits (shutting down, sessions in total and per IP, the latter through the store);
+        3. the reverse lookup and connect-phase filters, started in the background: the
+           greeting does not wait for them, HELO does (``_connected``).
+        False when the connection ended here (refused, or not a session at all).
+        """
+        address = await self.address_source(self)
+        if address is None:
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        ip, port = address
         self.state = SessionState(
-            id=self._session_id, runtime=rt, listener=self.listener_label, role=self.role,
-            peer_ip=str(peer[0]), peer_port=int(peer[1]),
+            id=self._session_id, runtime=self.runtime, listener=self.listener_label, role=self.role,
+            peer_ip=ip, peer_port=port,
         )
-        limits = rt.cfg.limits
-        if rt.shutting_down:
-            self._refused = replies.SHUTTING_DOWN
-        elif rt.counter.total >= limits.max_sessions:
-            self._refused = replies.TOO_MANY_SESSIONS
-            metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions").inc()
-        elif rt.counter.per_ip[self.state.peer_ip] >= limits.max_sessions_per_ip and not _exempt(
-            self.state.peer_ip, limits.exempt_networks
-        ):
-            self._refused = replies.TOO_MANY_FROM_IP
-            metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions_per_ip").inc()
-        if self._refused is not None:
-            log.warning("client=%s refused=%r", self.state.peer_ip, str(self._refused))
-            return
-        self._counted = True
-        rt.counter.add(self.state.peer_ip)
+        refused = await self._admit(ip)
+        if refused is not None:
+            log.warning("client=%s refused=%r", ip, str(refused))
+            await self.push(refused)
+            if self.transport is not None:
+                self.transport.close()
+            return False
         metrics.SESSIONS.labels(self.listener_label).inc()
         metrics.SESSIONS_ACTIVE.labels(self.listener_label).inc()
-        if sslobj is not None:
-            self._note_tls(sslobj)
-        log.info("connect client=[%s]:%d listener=%s", self.state.peer_ip,
-                 self.state.peer_port, self.listener_label)
+        if self.transport is not None:
+            self._note_tls(self.transport.get_extra_info("ssl_object"))
+        log.info("connect client=[%s]:%d listener=%s", ip, port, self.listener_label)
         self._connect_task = self.loop.create_task(self.state.on_connect())
+        return True
+
+    async def _admit(self, ip: str) -> Reply | None:
+        """Count the session in, or say why not (then it is not counted)."""
+        rt = self.runtime
+        limits = rt.cfg.limits
+        if rt.shutting_down:
+            return replies.SHUTTING_DOWN
+        if rt.counter.total >= limits.max_sessions:
+            metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions").inc()
+            return replies.TOO_MANY_SESSIONS
+        now, self._in_store = await rt.counter.open(ip)
+        self._counted = True
+        if now > limits.max_sessions_per_ip and not _exempt(ip, limits.exempt_networks):
+            self._uncount()
+            metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions_per_ip").inc()
+            return replies.TOO_MANY_FROM_IP
+        return None
+
+    def _uncount(self) -> None:
+        self._counted = False
+        self.runtime.counter.remove(self.state.peer_ip)
+        if self._in_store:
+            spawn(self.runtime.counter.release(self.state.peer_ip))
 
     def _note_tls(self, sslobj: Any) -> None:
         if sslobj is None:
@@ -250,46 +241,47 @@ class GateSMTP(AuthMixin, SMTP):
         self.state.tls = f"using {version} with cipher {cipher}"
         metrics.TLS_SESSIONS.labels(self.listener_label, str(version)).inc()
 
-    async def _handle_client(self) -> None:
-        if self._refused is not None:
-            await self.push(str(self._refused))
-            if self.transport is not None:
-                self.transport.close()
-            return
-        await super()._handle_client()
-
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         if not self._counted:
             return
-        self._counted = False
-        self.runtime.counter.remove(self.state.peer_ip)
+        self._uncount()
         metrics.SESSIONS_ACTIVE.labels(self.listener_label).dec()
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.state.txn is not None:
             spawn(self.state.abort_transaction())
-        # connection_lost runs outside the session's tasks: name the session explicitly.
-        log.info("disconnect transactions=%d", self.state.transactions, extra={"session": self.state.id})
+        # connection_lost runs outside the session's tasks, in a context of its own (a copy made for this
+        # callback): bind the id there. (The record factory always sets "session": extra= can't.)
+        bind_session(self.state.id)
+        log.info("disconnect transactions=%d", self.state.transactions)
 
     async def _connected(self) -> None:
-        """Wait for the connect-phase filters (they started when the client connected)."""
+        """Wait for the connect-phase filters (they started when the client was admitted)."""
         if self._connect_task is not None:
             await asyncio.shield(self._connect_task)
 
     # -- replies ----------------------------------------------------------------
 
     async def push(self, status: Any) -> None:
+        if isinstance(status, BackendReply):
+            # The backend's own words, passed through as they are (multi-line kept).
+            status = "\r\n".join(format_multiline(status.code, status.message))
+        else:
+            if isinstance(status, Reply):
+                status = str(status)
+            if isinstance(status, str):
+                # RFC 2034: no enhanced codes on EHLO/HELO success lines (clients parse the keywords).
+                if not (self._phase in ("ehlo", "helo") and status.startswith("250")):
+                    status = enhance(status)
         if isinstance(status, str):
-            # RFC 2034: no enhanced codes on EHLO/HELO success lines (clients parse the keywords).
-            greeting = self._phase in ("ehlo", "helo") and status.startswith("250")
-            if status is not self._verbatim and not greeting:
-                status = enhance(status)
             code = status[:3]
             if code.isdigit():
                 metrics.REPLIES.labels(self._phase, f"{code[0]}xx").inc()
             if code in _PROTOCOL_ERRORS:
                 self._errors += 1
+                if status.startswith('500 5.5.2 Error: command "'):
+                    log.info("unknown-command=%r", status[26:].split('"', 1)[0][:32])
         await super().push(status)
         if self._errors >= self.runtime.cfg.limits.max_errors and self.transport is not None:
             self._errors = -(10**9)
@@ -297,41 +289,43 @@ class GateSMTP(AuthMixin, SMTP):
             await super().push(str(replies.TOO_MANY_ERRORS))
             self.transport.close()
 
-    def _status(self, reply: Reply | BackendReply) -> str:
-        status = _as_status(reply)
-        if isinstance(reply, BackendReply):
-            self._verbatim = status
-        return status
-
-    def on_exception(self, error: Exception) -> str:
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's answer to an exception in a command (its own: ``500 Error: <text>``)."""
         if isinstance(error, TLSSetupException):
             # A client that fails the TLS handshake is not our bug: aiosmtpd closes the connection.
             log.warning("starttls=failed error=%r", error.__cause__)
             return "454 4.7.0 TLS not available due to temporary reason"
         metrics.INTERNAL_ERRORS.inc()
-        log.error("internal error in %s",
-                  self._phase, exc_info=error)
+        log.error("internal error in %s", self._phase, exc_info=error)
         if getattr(self, "state", None) is not None:
             spawn(self.state.abort_transaction())
         # The transaction is over for aiosmtpd too, or the client's next MAIL gets "503 nested MAIL".
-        self.envelope = self._create_envelope()
+        self.envelope = Envelope()
         return str(replies.INTERNAL_ERROR)
 
-    # -- commands -----------------------------------------------------------------
+    # -- aiosmtpd's handler hooks (its ``server`` argument is ``self``) -------------
 
-    async def on_helo(self, session: Any, hostname: str, responses: list[str] | None) -> Any:
+    async def handle_HELO(self, session: Any, envelope: Any, hostname: str) -> str | Reply:
+        reply = await self._helo(session, hostname, esmtp=False)
+        return reply if reply is not None else f"250 {self.hostname}"
+
+    async def handle_EHLO(self, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str | Reply]:
+        reply = await self._helo(session, hostname, esmtp=True)
+        return [reply] if reply is not None else self._ehlo_lines(responses)
+
+    async def _helo(self, session: Any, hostname: str, esmtp: bool) -> str | Reply | None:
+        """None: go ahead (the greeting lines are the caller's)."""
         await self._connected()
         if has_bad_chars(hostname):
             return "501 5.5.4 Invalid HELO hostname"
-        reply = await self.state.on_helo(hostname, esmtp=responses is not None)
+        reply = await self.state.on_helo(hostname, esmtp=esmtp)
         if reply is not None:
-            return [str(reply)] if responses is not None else str(reply)
+            return reply
         session.host_name = hostname
-        if responses is None:
-            return f"250 {self.hostname}"
-        return self._ehlo_lines(responses)
+        return None
 
-    def _ehlo_lines(self, responses: list[str]) -> list[str]:
+    def _ehlo_lines(self, responses: list[str]) -> list[str | Reply]:
         keywords = [r[4:] for r in responses[1:] if r[4:] != "HELP"]
         if self.runtime.authenticator is None:
             keywords = [k for k in keywords if not k.startswith("AUTH")]
@@ -340,27 +334,50 @@ class GateSMTP(AuthMixin, SMTP):
         # One write for the whole reply instead of aiosmtpd's write-and-drain per line.
         return ["\r\n".join(lines)]
 
-    async def on_mail(self, envelope: Any, address: str, options: list[str]) -> str:
+    async def handle_MAIL(self, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> Reply | BackendReply:
         # aiosmtpd hands the null sender over as "<>" (and needs it truthy); everything else sees "".
         reply = await self.state.on_mail("" if address == "<>" else address, options)
         if (isinstance(reply, BackendReply) and reply.ok) or (isinstance(reply, Reply) and reply.code < 300):
             envelope.mail_from = address
             envelope.mail_options.extend(options)
-        return self._status(reply)
+        return reply
 
-    async def on_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
+    async def handle_RCPT(self, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> Reply | BackendReply:
         reply = await self.state.on_rcpt(address, options)
         if isinstance(reply, BackendReply) and reply.ok:
             envelope.rcpt_tos.append(address)
-        return self._status(reply)
+        return reply
 
-    async def on_data(self, envelope: Any) -> str:
+    async def handle_DATA(self, session: Any, envelope: Any) -> Reply | BackendReply:
         cfg = self.runtime.cfg
         # Filters and the backend get their own bounds; this one only keeps a dead client from lingering.
         self._reset_timeout(cfg.backend.timeout * 2 + max((t.timeout for t in cfg.filters.values()), default=0) + 30)
         content: bytes = envelope.original_content or b""
-        reply = await self.state.on_data(content)
-        return self._status(reply)
+        return await self.state.on_data(content)
+
+    async def handle_RSET(self, session: Any, envelope: Any) -> str:
+        await self.state.abort_transaction()
+        return "250 2.0.0 Ok"
+
+
+def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
+    """aiosmtpd's ``smtp_<COMMAND>``, with ``_before`` first (wraps keeps its HELP syntax)."""
+    command = getattr(SMTP, name)
+    phase = name[len("smtp_") :].lower()
+
+    @functools.wraps(command)
+    async def tracked(self: GateSMTP, arg: str | None) -> None:
+        if await self._before(phase, arg):
+            await command(self, arg)
+
+    return tracked
+
+
+for _name in [n for n in dir(SMTP) if n.startswith("smtp_")]:
+    setattr(GateSMTP, _name, _track(_name))
+_COMMANDS = tuple(n for n in dir(GateSMTP) if n.startswith("smtp_"))
 
 
 def _exempt(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
@@ -375,6 +392,3 @@ def _exempt(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
 
 def has_bad_chars(value: str) -> bool:
     return any(ord(c) < 33 or ord(c) == 127 for c in value)
-
-
-GateSMTP.COMMANDS = frozenset(name[5:] for name in dir(GateSMTP) if name.startswith("smtp_"))

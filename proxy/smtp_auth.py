@@ -72,9 +72,9 @@ class AuthMixin:
         if ok:
             st.login = user
             if rt.penalties is not None:
-                rt.penalties.record_success(st.peer_ip)
+                await rt.penalties.record_success(st.peer_ip)
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
-        if rt.penalties is not None and rt.penalties.record_failure(st.peer_ip):
+        if rt.penalties is not None and await rt.penalties.record_failure(st.peer_ip):
             metrics.PENALTY_BOX.inc()
             log.warning("client=%s penalty-box=entered", st.peer_ip)
             await self.push("421 4.7.0 Too many failed login attempts, closing connection")
@@ -85,7 +85,7 @@ class AuthMixin:
 
     async def _auth_allowed(self) -> bool:
         pen = self.runtime.penalties
-        if pen is not None and pen.is_blocked(self.state.peer_ip):
+        if pen is not None and await pen.is_blocked(self.state.peer_ip):
             await self.push("454 4.7.0 Too many failed login attempts, try again later")
             return False
         if self.runtime.authenticator is None:
@@ -100,7 +100,9 @@ class AuthMixin:
             await self.push("501 5.5.2 Cannot decode base64")
             return None
 
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+    # aiosmtpd calls a handler's mechanism as auth_<MECH>(server, args): the handler is the
+    # GateSMTP class, so server is self.
+    async def auth_PLAIN(self, args: list[str]) -> AuthResult:
         if not await self._auth_allowed():
             return AuthResult(success=False, handled=True)
         blob = await self.challenge_auth("") if len(args) == 1 else await self._b64(args[1])
@@ -112,7 +114,7 @@ class AuthMixin:
             return AuthResult(success=False, handled=True)
         return await self._login("PLAIN", parts[1], parts[2])
 
-    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+    async def auth_LOGIN(self, args: list[str]) -> AuthResult:
         if not await self._auth_allowed():
             return AuthResult(success=False, handled=True)
         login = await self.challenge_auth("Username:") if len(args) == 1 else await self._b64(args[1])

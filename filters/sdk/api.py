@@ -49,6 +49,7 @@ from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from spamgate.filters.sdk.errors import OptionError
+from spamgate.filters.sdk.state import StateStore
 
 __all__ = [
     "Context",
@@ -318,6 +319,11 @@ class FilterEnv:
     dns: DnsSettings = field(default_factory=DnsSettings)
     state_dir: str = "/var/lib/spamgate"
     sender_login_map: str | None = None  # [auth] sender_login_map: which logins own which senders
+    # The server's StateStore (the same one for the life of the process, across reloads): counters
+    # and flags that expire, shared by several instances with a shared backend. Its errors reach
+    # the filter as StateError (after the engine counted and logged them), for its on_state_error.
+    # Not part of equality or the hash: two envs with the same settings are the same env.
+    state: StateStore | None = field(default=None, compare=False)
 
     def is_local_domain(self, domain: str | None) -> bool:
         if not domain:

@@ -5,6 +5,10 @@ SOA minimum (RFC 2308) with a hard size bound, metrics on hits, and coalescing o
 identical in-flight queries, so a burst of connections from one IP costs one
 lookup even before the first answer arrives.
 
+With a shared StateStore (several instances), answers are also written to it and read
+from it on a local miss: the in-process LRU stays the first level (no round trip for
+a hit), the store is the second (one instance's lookup serves the others).
+
 Results are values, never exceptions: a lookup ends as ``ok``, ``nxdomain``,
 ``nodata``, ``timeout`` or ``error``; callers decide what each means.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -33,6 +38,7 @@ from prometheus_client import Counter, Histogram
 
 from spamgate.filters.sdk.api import DnsSettings
 from spamgate.filters.sdk.outage import Outage
+from spamgate.filters.sdk.state import StateError, StateStore
 
 __all__ = ["MAX_TTL", "CachingResolver", "DnsAnswer", "TtlCache", "make_resolver", "probe", "shared_resolver"]
 
@@ -173,9 +179,10 @@ def _records(rdtype: RdType, rrset: dns.rrset.RRset) -> tuple[str, ...]:
 class CachingResolver:
     """Asynchronous lookups through one set of nameservers, with a shared cache."""
 
-    def __init__(self, settings: DnsSettings) -> None:
+    def __init__(self, settings: DnsSettings, store: StateStore | None = None) -> None:
         self.settings = settings
         self.cache = TtlCache(settings.cache_size)
+        self.store = store  # the second level, when several instances share one
         self._resolver = make_resolver(settings)
         where = ",".join(f"{ns}:{settings.port}" for ns in settings.nameservers)
         self.outage = Outage(f"dns {where}", log)
@@ -222,6 +229,11 @@ class CachingResolver:
         except dns.exception.DNSException as exc:
             # A name no server could hold (a 64-byte label, "a..b"): nobody is asked.
             return DnsAnswer("error", detail=f"bad name: {_first_line(exc)}")
+        if self.store is not None:
+            stored = await self._load(key)
+            if stored is not None:
+                self.cache.put(key, stored)
+                return stored
         start = time.perf_counter()
         answer = await self._resolve(qname, rdtype)
         LOOKUP_SECONDS.labels(rdtype).observe(time.perf_counter() - start)
@@ -229,9 +241,35 @@ class CachingResolver:
         if answer.status in ("ok", "nxdomain", "nodata"):
             self.cache.put(key, answer)
             self.outage.ok()
+            if self.store is not None:
+                await self._save(key, answer)
         elif answer.status == "timeout" or answer.detail.startswith("unreachable"):
             self.outage.failed(answer.detail)
         return answer
+
+    # The store holds the absolute expiry (wall clock), so a reader gets the remaining TTL.
+    async def _load(self, key: tuple[str, RdType]) -> DnsAnswer | None:
+        assert self.store is not None
+        try:
+            raw = await self.store.get(f"dns:{key[1]}:{key[0]}")
+            if raw is None:
+                return None
+            item = json.loads(raw)
+            ttl = int(item["x"] - time.time())
+            return DnsAnswer(item["s"], tuple(item["r"]), ttl) if ttl > 0 else None
+        except (StateError, ValueError, KeyError, TypeError):
+            return None  # a store that can't answer (or a foreign value) is a miss
+
+    async def _save(self, key: tuple[str, RdType], answer: DnsAnswer) -> None:
+        assert self.store is not None
+        ttl = min(answer.ttl, MAX_TTL)
+        if ttl <= 0:
+            return
+        value = json.dumps({"s": answer.status, "r": list(answer.records), "x": time.time() + ttl})
+        try:
+            await self.store.set(f"dns:{key[1]}:{key[0]}", value, ttl)
+        except StateError:
+            pass  # the answer is in the first level; the others will ask for themselves
 
     async def _resolve(self, qname: dns.name.Name, rdtype: RdType) -> DnsAnswer:
         try:
@@ -267,9 +305,14 @@ def _first_line(exc: Exception) -> str:
 _SHARED: dict[DnsSettings, CachingResolver] = {}
 
 
-def shared_resolver(settings: DnsSettings) -> CachingResolver:
-    """The process-wide resolver for these settings, so reloads and filters share one cache."""
+def shared_resolver(settings: DnsSettings, store: StateStore | None = None) -> CachingResolver:
+    """The process-wide resolver for these settings, so reloads and filters share one cache.
+
+    ``store`` (the engine passes a shared one at start-up) becomes its second cache level.
+    """
     resolver = _SHARED.get(settings)
     if resolver is None:
         resolver = _SHARED[settings] = CachingResolver(settings)
+    if store is not None:
+        resolver.store = store
     return resolver

@@ -6,6 +6,7 @@ credentials good?" and "is this client locked out?".
 
 from __future__ import annotations
 
+from spamgate.filters.sdk.state import StateStore
 from spamgate.proxy.auth.credentials import (
     Authenticator,
     AuthUnavailable,
@@ -44,5 +45,5 @@ def make_authenticator(auth_cfg: Auth) -> Authenticator | None:
     return None
 
 
-def make_penalty_box(auth_cfg: Auth) -> PenaltyBox:
-    return PenaltyBox(auth_cfg.max_failures, auth_cfg.failure_window, auth_cfg.penalty_seconds)
+def make_penalty_box(auth_cfg: Auth, store: StateStore) -> PenaltyBox:
+    return PenaltyBox(store, auth_cfg.max_failures, auth_cfg.failure_window, auth_cfg.penalty_seconds)

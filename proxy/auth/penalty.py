@@ -1,18 +1,19 @@
 """The brute-force penalty box: too many failed logins from one client, and it waits.
 
-Failures are counted per client in a sliding window; the ``max_failures``-th failure
-within ``window`` seconds boxes the client for ``penalty`` seconds. IPv6 clients are
-counted per /64, since one host usually owns the whole prefix. Memory is bounded: at
-most ``max_entries`` clients are remembered, least recently seen evicted first.
+It lives in the server's StateStore, so it survives a reload and, with a shared
+store, holds across instances: failures are a counter per client that expires
+``window`` seconds after the first of them (incr with a TTL); the ``max_failures``-th
+failure sets a block flag that expires after ``penalty`` seconds (set-if-absent with
+a TTL, so of two instances seeing the last failure at once only one reports the
+boxing). IPv6 clients are counted per /64, since one host usually owns the whole
+prefix. The store bounds memory and expires entries; this class keeps nothing.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from spamgate.filters.sdk.state import StateStore
 
 __all__ = ["PenaltyBox", "client_key"]
 
@@ -30,78 +31,41 @@ def client_key(ip: str) -> str:
     return str(addr)
 
 
-@dataclass
-class _Entry:
-    failures: deque[float] = field(default_factory=deque)
-    blocked_until: float = 0.0
-
-
 class PenaltyBox:
-    def __init__(
-        self,
-        max_failures: int,
-        window: float,
-        penalty: float,
-        clock: Callable[[], float] = time.monotonic,
-        max_entries: int = 100_000,
-    ) -> None:
-        self.max_entries = max_entries
+    def __init__(self, store: StateStore, max_failures: int, window: float, penalty: float) -> None:
+        self.store = store
         self.reconfigure(max_failures, window, penalty)
-        self._clock = clock
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def reconfigure(self, max_failures: int, window: float, penalty: float) -> None:
         """New limits (a reload) for the clients already counted: nobody boxed is let out early."""
-        if max_failures < 1 or window <= 0 or penalty < 0 or self.max_entries < 1:
-            raise ValueError("PenaltyBox needs max_failures >= 1, window > 0, penalty >= 0, max_entries >= 1")
+        if max_failures < 1 or window <= 0 or penalty < 0:
+            raise ValueError("PenaltyBox needs max_failures >= 1, window > 0, penalty >= 0")
         self.max_failures = max_failures
         self.window = window
         self.penalty = penalty
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def is_blocked(self, ip: str) -> bool:
+    @staticmethod
+    def _keys(ip: str) -> tuple[str, str]:
         key = client_key(ip)
-        entry = self._entries.get(key)
-        if entry is None:
-            return False
-        now = self._clock()
-        if entry.blocked_until > now:
-            return True
-        self._prune(entry, now)
-        if not entry.failures:
-            del self._entries[key]
-        return False
+        return f"auth:failures:{key}", f"auth:blocked:{key}"
 
-    def record_failure(self, ip: str) -> bool:
+    async def is_blocked(self, ip: str) -> bool:
+        return await self.store.get(self._keys(ip)[1]) is not None
+
+    async def record_failure(self, ip: str) -> bool:
         """Count a failed login; True when this very failure put the client in the box."""
-        key = client_key(ip)
-        now = self._clock()
-        entry = self._entries.pop(key, None) or _Entry()
-        self._entries[key] = entry
-        self._evict()
-        if entry.blocked_until > now:
+        failures, blocked = self._keys(ip)
+        if await self.store.get(blocked) is not None:
             return False
-        self._prune(entry, now)
-        entry.failures.append(now)
-        if len(entry.failures) < self.max_failures:
+        if await self.store.incr(failures, self.window) < self.max_failures:
             return False
-        entry.failures.clear()
-        entry.blocked_until = now + self.penalty
-        return True
+        await self.store.delete(failures)
+        if self.penalty <= 0:
+            return True  # boxed for no time: this connection is closed, the next may try again
+        return await self.store.set_if_absent(blocked, "1", self.penalty)
 
-    def record_success(self, ip: str) -> None:
+    async def record_success(self, ip: str) -> None:
         """A good login forgets earlier failures (but does not lift a running penalty)."""
-        key = client_key(ip)
-        entry = self._entries.get(key)
-        if entry is not None and entry.blocked_until <= self._clock():
-            del self._entries[key]
-
-    def _prune(self, entry: _Entry, now: float) -> None:
-        while entry.failures and entry.failures[0] <= now - self.window:
-            entry.failures.popleft()
-
-    def _evict(self) -> None:
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        failures, blocked = self._keys(ip)
+        if await self.store.get(blocked) is None:
+            await self.store.delete(failures)

@@ -13,6 +13,7 @@ from typing import Protocol
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from spamgate.filters.sdk.state import MemoryStore
 from spamgate.proxy.auth import PasswordFile, PenaltyBox, make_penalty_box
 from spamgate.proxy.config import Config
 from spamgate.proxy.console.security import Session, SessionStore
@@ -60,7 +61,7 @@ class ConsoleContext:
         if self.host.runtime.penalties is not None:
             return self.host.runtime.penalties
         if self._own_penalties is None:
-            self._own_penalties = make_penalty_box(self.cfg.auth)
+            self._own_penalties = make_penalty_box(self.cfg.auth, MemoryStore())
         return self._own_penalties
 
     def link_key(self) -> LinkKey:

@@ -55,17 +55,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     ip = request.remote or "-"
     user = str(form.get("username", ""))[:200]
     penalties = ctx.penalties
-    if penalties.is_blocked(ip):
+    if await penalties.is_blocked(ip):
         audit(user or "-", "login", result="blocked", client=ip)
         return _html(layout("Log in", _LOGIN_FORM.format(csrf=hidden_csrf(session.csrf)),
                             flash="Too many failed logins from your address; try again later.", error=True), 429)
     if not await ctx.admins.authenticate(user, str(form.get("password", "")), client_ip=ip):
-        if penalties.record_failure(ip):
+        if await penalties.record_failure(ip):
             metrics.PENALTY_BOX.inc()
         audit(user or "-", "login", result="failed", client=ip)
         return _html(layout("Log in", _LOGIN_FORM.format(csrf=hidden_csrf(session.csrf)),
                             flash="Wrong user name or password.", error=True), 401)
-    penalties.record_success(ip)
+    await penalties.record_success(ip)
     ctx.sessions.drop(session.id)
     fresh = ctx.sessions.new(user)
     audit(user, "login", client=ip)

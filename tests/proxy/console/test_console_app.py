@@ -52,7 +52,7 @@ async def test_failed_console_logins_fill_the_shared_penalty_box(tmp_path: Path)
         assert await _login(client, "nope") == 401
         assert await _login(client, "nope") == 401
         # The SMTP side's penalty box is the one that was filled...
-        assert runtime.penalties.is_blocked("127.0.0.1")  # type: ignore[attr-defined]
+        assert await runtime.penalties.is_blocked("127.0.0.1")  # type: ignore[union-attr]
         # ...and now even the right password waits out the penalty.
         assert await _login(client, "pw-right") == 429
 
