@@ -63,8 +63,7 @@ def _warnings(cfg: Config) -> list[str]:
 
     out = cfg.warnings()
     if uses_dns(cfg):
-        env = cfg.filter_env()
-        problem = asyncio.run(probe(env.dns))
+        problem = asyncio.run(probe(cfg.dns.resolved()))
         if problem is not None:
             out.append(f"dns: no resolver answers ({problem}): reverse lookups and DNS lists will fail; "
                        "run a local caching resolver (e.g. unbound) and set [dns] nameservers")

@@ -16,9 +16,10 @@ from typing import Any, Literal
 import dns.resolver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spamgate.filters.sdk.api import DnsSettings, FilterEnv
+from spamgate.filters.sdk.dns import DnsSettings
 from spamgate.filters.sdk.options import Networks, describe_error, lists_to_tuples
-from spamgate.filters.sdk.state import StateStore
+from spamgate.filters.sdk.runner import FilterSettings
+from spamgate.filters.sdk.scoring import Thresholds
 from spamgate.proxy.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "FilterTable", "Listener", "default_config", "load_config", "parse_config"]
@@ -119,11 +120,7 @@ class Pipeline(_Model):
     add_explanation: bool = True
 
 
-class Actions(_Model):
-    reject: float | None = 15.0
-    tempfail: float | None = None
-    quarantine: float | None = None
-    add_header: float | None = 6.0
+Actions = Thresholds  # [actions] is the SDK's model: no copy to keep in step
 
 
 class Auth(_Model):
@@ -160,12 +157,9 @@ def system_nameservers(path: str = "/etc/resolv.conf") -> tuple[str, ...]:
     return tuple(str(ns) for ns in found if isinstance(ns, str)) or ("127.0.0.1",)
 
 
-class Dns(_Model):
-    nameservers: tuple[str, ...] = ()  # empty: the ones in /etc/resolv.conf
-    port: int = Field(default=53, ge=1, le=65535)
-    timeout: float = Field(default=2.0, gt=0)
-    attempts: int = Field(default=2, ge=1)
-    cache_size: int = Field(default=10000, ge=0)
+class Dns(DnsSettings):
+    """``[dns]``: the SDK's resolver settings plus the engine's own reverse-lookup keys."""
+
     reverse_lookup: bool = True
     reverse_lookup_timeout: float = Field(default=1.0, gt=0, le=10)
 
@@ -173,12 +167,11 @@ class Dns(_Model):
     def effective_nameservers(self) -> tuple[str, ...]:
         return self.nameservers or system_nameservers()
 
-    @field_validator("nameservers")
-    @classmethod
-    def _ips(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for ns in v:
-            ipaddress.ip_address(ns)
-        return v
+    def resolved(self) -> DnsSettings:
+        """The resolver's settings, with the system's nameservers filled in when none are set."""
+        return DnsSettings.model_validate(
+            {**self.model_dump(include=set(DnsSettings.model_fields)), "nameservers": self.effective_nameservers}
+        )
 
 
 class State(_Model):
@@ -220,24 +213,12 @@ class Console(_Model):
         return self
 
 
-class FilterTable(BaseModel):
-    """``[filters.<name>]``: the common keys; everything else goes to the filter."""
+class FilterTable(FilterSettings):
+    """``[filters.<name>]``: the SDK's common keys (a FilterSettings); everything else goes to the filter."""
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _arrays(cls, data: Any) -> Any:
-        return lists_to_tuples(cls, data)
-
-    enabled: bool = False
-    order: int = 100
-    timeout: float = Field(default=10.0, gt=0)
-    on_error: Literal["continue", "tempfail"] = "continue"
-    max_score: float | None = None
-    skip_authenticated: bool = False
-    skip_networks: Networks = ()
-    mode: Literal["enforce", "observe"] = "enforce"
+    enabled: bool = False  # a filter runs only when its table says so
 
     @property
     def options(self) -> dict[str, Any]:
@@ -298,18 +279,6 @@ class Config(_Model):
                 out.append(f"listen {lst.label!r} (role submission) has no tls_cert: AUTH needs TLS, "
                            "so nobody can log in to send there")
         return out
-
-    def filter_env(self, state: StateStore | None = None) -> FilterEnv:
-        """What filters see of the site; ``state`` is the server's store (it is not config)."""
-        d = self.dns
-        return FilterEnv(
-            hostname=self.server.hostname,
-            local_domains=self.auth.local_domains,
-            dns=DnsSettings(d.effective_nameservers, d.port, d.timeout, d.attempts, d.cache_size),
-            state_dir=self.server.state_dir,
-            sender_login_map=self.auth.sender_login_map,
-            state=state,
-        )
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

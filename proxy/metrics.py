@@ -1,4 +1,4 @@
-"""The engine's Prometheus metrics (filters define their own, also prefixed spamgate_).
+"""The engine's Prometheus metrics (filters record theirs through FilterEnv.metrics: proxy.filter_metrics).
 
 Label values come only from closed sets known at start: listener names, filter names,
 phases, actions, reply classes, symbols declared by filters. Never an IP, an address,
@@ -49,6 +49,9 @@ FILTER_OBSERVED = Counter(
 )
 FILTER_ERRORS = Counter("spamgate_filter_errors_total", "Filter timeouts and exceptions", ["filter", "kind"])
 SYMBOLS = Counter("spamgate_symbols_total", "Symbols emitted", ["filter", "symbol"])
+UNDECLARED_SYMBOLS = Counter(
+    "spamgate_filter_undeclared_symbols_total", "Symbols a filter emitted without declaring them (a bug)", ["filter"]
+)
 
 BACKEND_DURATION = Histogram(
     "spamgate_backend_duration_seconds",

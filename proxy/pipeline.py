@@ -13,16 +13,18 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from spamgate.filters.sdk.api import Context, Decision, Filter, Learner, OptionError, Phase
-from spamgate.filters.sdk.runner import FilterSettings, Outcome, Pipeline, Slot
+from spamgate.filters.sdk.api import Context, Decision, Filter, FilterEnv, Learner, OptionError, Phase
+from spamgate.filters.sdk.runner import Outcome, Pipeline, Slot
 from spamgate.filters.sdk.state import StateStore
+from spamgate.filters.services.dns import shared_resolver
 from spamgate.proxy import metrics
 from spamgate.proxy.config import Config, FilterTable, parse_config
 from spamgate.proxy.errors import PluginError
+from spamgate.proxy.filter_metrics import FILTER_METRICS
 
 __all__ = [
-    "DEFAULT_LEARNER", "ENTRY_POINT_GROUP", "PluginError", "build_pipeline", "describe", "discover", "learner_from",
-    "load_filter",
+    "DEFAULT_LEARNER", "ENTRY_POINT_GROUP", "PluginError", "build_pipeline", "describe", "discover", "filter_env",
+    "learner_from", "load_filter",
 ]
 
 ENTRY_POINT_GROUP = "spamgate.filters"
@@ -37,27 +39,29 @@ def _dist(ep: EntryPoint) -> str:
     return ep.dist.name if ep.dist is not None else "unknown distribution"
 
 
-def _settings(t: FilterTable) -> FilterSettings:
-    return FilterSettings(
-        enabled=t.enabled,
-        order=t.order,
-        timeout=t.timeout,
-        on_error=t.on_error,
-        max_score=t.max_score,
-        skip_authenticated=t.skip_authenticated,
-        skip_networks=t.skip_networks,
-        mode=t.mode,
+def filter_env(cfg: Config, state: StateStore | None = None) -> FilterEnv:
+    """What every filter of this config generation gets: site facts and the process-wide services."""
+    dns = cfg.dns.resolved()
+    return FilterEnv(
+        hostname=cfg.server.hostname,
+        local_domains=cfg.auth.local_domains,
+        dns=dns,
+        state_dir=cfg.server.state_dir,
+        sender_login_map=cfg.auth.sender_login_map,
+        metrics=FILTER_METRICS,
+        resolver=shared_resolver(dns, FILTER_METRICS),
+        state=state,
     )
 
 
-def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config, state: StateStore | None = None) -> Filter:
+def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config, env: FilterEnv) -> Filter:
     where = f"{cfg.source}: [filters.{name}]"
     try:
         factory = ep.load()
     except Exception as exc:
         raise PluginError(f"{where}: cannot import {ep.value} from {_dist(ep)}: {exc!r}") from exc
     try:
-        flt = factory(name, table.options, cfg.filter_env(state))
+        flt = factory(name, table.options, env)
     except OptionError as exc:
         raise PluginError(f"{where}.{exc.key}: {exc.message} (filter {name!r} from {_dist(ep)})") from exc
     except Exception as exc:
@@ -68,6 +72,9 @@ def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config, state: Sta
     return flt
 
 
+_UNDECLARED_LOGGED: set[tuple[str, str]] = set()
+
+
 def record_outcome(outcome: Outcome, ctx: Context) -> None:
     """Metrics and one log line per enforced or observed hard verdict."""
     f, phase = outcome.filter, outcome.phase.value
@@ -76,7 +83,15 @@ def record_outcome(outcome: Outcome, ctx: Context) -> None:
     if outcome.error is not None:
         metrics.FILTER_ERRORS.labels(f, outcome.error).inc()
     for sym in v.symbols:
-        metrics.SYMBOLS.labels(f, sym.name).inc()
+        if sym.name not in outcome.undeclared:
+            metrics.SYMBOLS.labels(f, sym.name).inc()
+    if outcome.undeclared:
+        # A filter bug, never a mail problem: counted, logged once per symbol, the mail goes on.
+        metrics.UNDECLARED_SYMBOLS.labels(f).inc(len(outcome.undeclared))
+        for name in outcome.undeclared:
+            if (f, name) not in _UNDECLARED_LOGGED:
+                _UNDECLARED_LOGGED.add((f, name))
+                log.warning("filter=%s symbol=%s error=undeclared-symbol (add it to the filter's symbols)", f, name)
     if outcome.observed:
         if v.decision is not Decision.CONTINUE:
             metrics.FILTER_OBSERVED.labels(f, v.decision.value).inc()
@@ -96,7 +111,7 @@ def load_filter(name: str, cfg: Config, options: Mapping[str, Any] | None = None
     table = cfg.filters.get(name) or FilterTable()
     if options is not None:
         table = FilterTable.model_validate({**table.model_dump(exclude_unset=True), **options})
-    return _load(name, table, ep, cfg)
+    return _load(name, table, ep, cfg, filter_env(cfg))
 
 
 DEFAULT_LEARNER = "spamassassin"
@@ -116,8 +131,8 @@ def learner_from(cfg: Config | None, name: str = DEFAULT_LEARNER, overrides: dic
 
 
 def build_pipeline(cfg: Config, state: StateStore | None = None) -> Pipeline:
-    """The configured filters, built; ``state`` (the server's store) reaches them as ``FilterEnv.state``."""
     available = discover()
+    env = filter_env(cfg, state)
     slots = []
     for name, table in cfg.enabled_filters.items():
         ep = available.get(name)
@@ -127,7 +142,7 @@ def build_pipeline(cfg: Config, state: StateStore | None = None) -> Pipeline:
                 f"{cfg.source}: [filters.{name}]: no filter named {name!r} is installed "
                 f"(entry point group {ENTRY_POINT_GROUP}; installed: {known})"
             )
-        slots.append(Slot(_load(name, table, ep, cfg, state), _settings(table)))
+        slots.append(Slot(_load(name, table, ep, cfg, env), table))
     return Pipeline(slots, listener=record_outcome)
 
 

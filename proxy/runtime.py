@@ -97,8 +97,7 @@ class Runtime:
 
     @property
     def thresholds(self) -> Thresholds:
-        a = self.cfg.actions
-        return Thresholds(reject=a.reject, tempfail=a.tempfail, quarantine=a.quarantine, add_header=a.add_header)
+        return self.cfg.actions
 
     def listener(self, label: str) -> Listener:
         for lst in self.cfg.listen:

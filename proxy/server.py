@@ -16,6 +16,7 @@ from spamgate.proxy import metrics
 from spamgate.proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
 from spamgate.proxy.config import Config, ConfigError, Listener, load_config
 from spamgate.proxy.console import ConsoleServer
+from spamgate.proxy.filter_metrics import FILTER_METRICS
 from spamgate.proxy.http import HealthServer
 from spamgate.proxy.maildir import MaildirBackend
 from spamgate.proxy.pipeline import PluginError, build_pipeline
@@ -81,16 +82,15 @@ def build_runtime(
         tls_context(lst, cfg.source)
     if state is None:
         state = make_state(cfg.state)
-    env = cfg.filter_env(state.strict)
     if state.shared:
         # Before the filters are built: they reach the same process-wide resolver.
-        shared_resolver(env.dns, state.engine)
+        shared_resolver(cfg.dns.resolved(), FILTER_METRICS, state.engine)
     pipeline = build_pipeline(cfg, state.strict)
     authenticator = _authenticator(cfg)
     qdir = cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")
     rdns = None
     if cfg.dns.reverse_lookup:
-        rdns = ReverseResolver(shared_resolver(env.dns), cfg.dns.reverse_lookup_timeout)
+        rdns = ReverseResolver(shared_resolver(cfg.dns.resolved(), FILTER_METRICS), cfg.dns.reverse_lookup_timeout)
     return Runtime(
         cfg=cfg,
         pipeline=pipeline,
@@ -172,7 +172,7 @@ class Server:
                  or "none", self.cfg.backend.url or f"{self.cfg.backend.host}:{self.cfg.backend.port}")
 
     async def _dns_ready(self) -> bool:
-        return await probe(self.cfg.filter_env().dns) is None
+        return await probe(self.cfg.dns.resolved()) is None
 
     def _filter_ready(self, name: str) -> Callable[[], Awaitable[bool]]:
         """Looks the filter up at call time, so a reload's new instance is the one asked."""

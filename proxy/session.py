@@ -26,7 +26,7 @@ from spamgate.filters.sdk.api import (
 from spamgate.filters.sdk.runner import PhaseResult, Scoreboard
 from spamgate.filters.sdk.scoring import Action, choose_action, spam_headers
 from spamgate.proxy import metrics, replies
-from spamgate.proxy.message import build_final, canonicalize, find_bare_newlines, received_header
+from spamgate.proxy.message import build_final, canonicalize, find_bare_newlines, format_header, received_header
 from spamgate.proxy.rdns import ClientNames
 from spamgate.proxy.relay import BackendError, BackendReply, ClientFacts, Transaction
 from spamgate.proxy.runtime import Runtime
@@ -98,7 +98,9 @@ class SessionState:
             listener_name=self.listener,
         )
 
-    def context(self, phase: Phase, rcpt: str | None = None, message: Message | None = None) -> Context:
+    def context(
+        self, phase: Phase, rcpt: str | None = None, message: Message | None = None, received: bytes = b""
+    ) -> Context:
         t = self.txn
         env = Envelope()
         notes: dict[str, Any] = {}
@@ -111,7 +113,7 @@ class SessionState:
                 smtputf8="SMTPUTF8" in t.mail_options,
             )
             notes = t.notes
-        return Context(phase, self.info(), env, message, None, notes)
+        return Context(phase, self.info(), env, message, None, notes, received)
 
     @property
     def protocol(self) -> str:
@@ -245,7 +247,10 @@ class SessionState:
                 return replies.BARE_NEWLINE, "reject_bare_newline"
             content = canonicalize(content)
         msg = Message(content)
-        result = await self.run_phase(Phase.DATA, self.context(Phase.DATA, message=msg), txn.board)
+        # Built once: filters (spamd) see exactly the trace header the relayed message gets.
+        received = self._received()
+        ctx = self.context(Phase.DATA, message=msg, received=format_header(*received))
+        result = await self.run_phase(Phase.DATA, ctx, txn.board)
         board = txn.board
         if result.reply is not None:
             await self._release(txn, reset=True)
@@ -260,7 +265,7 @@ class SessionState:
         explain = spam_headers(score, action, board.entries, thresholds)
         if board.observed:
             explain.append(("X-Spamgate-Observe", "; ".join(board.observed)))
-        final = build_final(msg.raw, msg.header_end, [self._received(), *board.add_headers, *explain],
+        final = build_final(msg.raw, msg.header_end, [received, *board.add_headers, *explain],
                             [*OWN_SPAM_HEADERS, *board.remove_headers])
         quarantine = self.runtime.quarantine
         held = self._held_by_filter(txn)

@@ -14,6 +14,8 @@ import sys
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
+from spamgate.filters.sdk.metrics import MetricSpec
+
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGES = re.compile(r"\[[^\[\]]*\]")
@@ -51,12 +53,25 @@ def metric_names(expr: str) -> set[str]:
 
 
 def import_all_metric_modules() -> None:
-    """Import the engine's metrics and every built-in filter module, registering their metrics."""
+    """Import the engine's metrics and every built-in filter module, registering their metrics.
+
+    Filters declare theirs as module-level ``MetricSpec``s and bind them through
+    ``FilterEnv.metrics``; here each is bound to the engine's handle on the default registry,
+    as a running spamgate does when it builds the filter.
+    """
     importlib.import_module("spamgate.proxy.metrics")
     import spamgate.filters
+    from spamgate.proxy.filter_metrics import FILTER_METRICS
 
     for info in pkgutil.walk_packages(spamgate.filters.__path__, "spamgate.filters."):
         importlib.import_module(info.name)
+    for spec in _metric_specs():
+        spec.bind(FILTER_METRICS)
+
+
+def _metric_specs() -> list[MetricSpec]:
+    return [obj for mod in list(sys.modules.values()) if mod is not None
+            for obj in list(vars(mod).values()) if isinstance(obj, MetricSpec)]
 
 
 def defined_sample_names(prefix: str = "spamgate_") -> set[str]:
@@ -86,6 +101,10 @@ def defined_label_names(prefix: str = "spamgate_") -> dict[str, set[str]]:
                 out[name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
             if kind == "info":
                 out[name + "_info"] = labels | {"version"}
+    for spec in _metric_specs():
+        base = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
+        for suffix in _SUFFIXES[spec.kind]:
+            out[base + suffix] = set(spec.labels) | ({"le"} if suffix == "_bucket" else set())
     return out
 
 

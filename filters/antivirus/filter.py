@@ -18,7 +18,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from prometheus_client import Counter, Gauge
 from pydantic import Field
 
 from spamgate.filters.antivirus.clamd import ClamdClient, ClamdError, ClamdSettings, ScanResult
@@ -32,6 +31,7 @@ from spamgate.filters.sdk.api import (
     Symbol,
     Verdict,
 )
+from spamgate.filters.sdk.metrics import MetricSpec
 from spamgate.filters.sdk.options import FilterOptions, parse_options
 
 __all__ = ["AntivirusFilter", "AntivirusOptions", "virus_reply"]
@@ -43,12 +43,12 @@ AV_VIRUS = "AV_VIRUS"
 AV_SKIPPED_SIZE = "AV_SKIPPED_SIZE"
 RESULT_HEADER = "X-Spamgate-Antivirus"
 
-SCANS = Counter(
-    "spamgate_antivirus_scans_total", "Antivirus scans by result (clean, virus, error, skipped)", ["result"]
+SCANS = MetricSpec(
+    "counter", "spamgate_antivirus_scans_total", "Antivirus scans by result (clean, virus, error, skipped)", ("result",)
 )
-CLAMD_UP = Gauge("spamgate_antivirus_clamd_up", "1 if clamd answered the last scan or PING, 0 if it failed")
-for _r in ("clean", "virus", "error", "skipped"):
-    SCANS.labels(_r)  # every result is exported from the start, so dashboards never see "no data"
+CLAMD_UP = MetricSpec(
+    "gauge", "spamgate_antivirus_clamd_up", "1 if clamd answered the last scan or PING, 0 if it failed"
+)
 
 
 class AntivirusOptions(FilterOptions):
@@ -87,6 +87,10 @@ class AntivirusFilter:
         # Built once and reused; it also bounds the connections open to clamd.
         self.client = ClamdClient(self.settings)
         self._removals = (HeaderRemoval(RESULT_HEADER),) if o.result_header else ()
+        self._scans = SCANS.counter(env.metrics)
+        self._up = CLAMD_UP.gauge(env.metrics)
+        for result in ("clean", "virus", "error", "skipped"):
+            self._scans.labels(result)  # every result is exported from the start: dashboards never see "no data"
 
     def _headers(self, value: str) -> list[tuple[str, str]]:
         return [(RESULT_HEADER, value)] if self.opts.result_header else []
@@ -102,16 +106,16 @@ class AntivirusFilter:
         try:
             result = await self.client.scan(msg.raw)
         except ClamdError as exc:
-            SCANS.labels("error").inc()
-            CLAMD_UP.set(0)
+            self._scans.labels("error").inc()
+            self._up.set(0)
             log.debug("filter=%s result=error error=%s", self.name, exc)
             raise
-        CLAMD_UP.set(1)
+        self._up.set(1)
         if result.status == "size":
             return self._skipped(sid, f"{size} bytes refused by clamd (StreamMaxLength)")
         if result.status == "virus":
             return self._virus(ctx, result)
-        SCANS.labels("clean").inc()
+        self._scans.labels("clean").inc()
         log.debug("filter=%s result=clean size=%d", self.name, size)
         return Verdict.cont(
             Symbol(AV_CLEAN, 0.0, f"clamd {self.settings.address}"),
@@ -120,7 +124,7 @@ class AntivirusFilter:
         )
 
     def _skipped(self, sid: str, detail: str) -> Verdict:
-        SCANS.labels("skipped").inc()
+        self._scans.labels("skipped").inc()
         log.info("filter=%s result=skipped reason=size detail=%r", self.name, detail)
         return Verdict.cont(
             Symbol(AV_SKIPPED_SIZE, 0.0, detail),
@@ -129,7 +133,7 @@ class AntivirusFilter:
         )
 
     def _virus(self, ctx: Context, result: ScanResult) -> Verdict:
-        SCANS.labels("virus").inc()
+        self._scans.labels("virus").inc()
         sig = _safe(result.signature)
         log.warning(
             "filter=%s result=virus signature=%s action=%s", self.name, sig, self.opts.action,
@@ -147,9 +151,9 @@ class AntivirusFilter:
         try:
             await self.client.ping()
         except ClamdError:
-            CLAMD_UP.set(0)
+            self._up.set(0)
             return False
-        CLAMD_UP.set(1)
+        self._up.set(1)
         return True
 
     async def close(self) -> None:

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from prometheus_client import Counter
 from pydantic import Field, field_validator
 
 from spamgate.filters.attachments.archives import ArchiveLimits
@@ -30,17 +29,16 @@ from spamgate.filters.attachments.rules import (
     inspect_message,
 )
 from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.metrics import MetricSpec
 from spamgate.filters.sdk.options import FilterOptions, parse_options
 
 __all__ = ["AttachmentsFilter", "AttachmentsOptions"]
 
 log = logging.getLogger("spamgate.attachments")
 
-RESULTS = Counter(
-    "spamgate_attachments_findings_total", "Attachment policy findings by symbol", ["symbol"]
+RESULTS = MetricSpec(
+    "counter", "spamgate_attachments_findings_total", "Attachment policy findings by symbol", ("symbol",)
 )
-for _s in DEFAULT_SCORES:
-    RESULTS.labels(_s)
 
 
 def _extension_list(value: Any) -> Any:
@@ -89,6 +87,9 @@ class AttachmentsFilter:
 
     def __init__(self, name: str, options: Mapping[str, Any], env: FilterEnv) -> None:
         self.name = name
+        self._results = RESULTS.counter(env.metrics)
+        for symbol in DEFAULT_SCORES:
+            self._results.labels(symbol)  # exported from the start
         o = self.opts = parse_options(AttachmentsOptions, options)
         self.scores = {**DEFAULT_SCORES, **o.scores}
         self.policy = Policy(
@@ -110,7 +111,7 @@ class AttachmentsFilter:
     def verdict(self, findings: list[Finding], session_id: str = "-") -> Verdict:
         symbols = []
         for f in findings:
-            RESULTS.labels(f.symbol).inc()
+            self._results.labels(f.symbol).inc()
             score = self.scores[f.symbol]
             if f.symbol == BLOCKED and self.opts.block_action == "reject":
                 score = 0.0  # the reply is the consequence; don't count it twice

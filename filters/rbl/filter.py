@@ -25,22 +25,24 @@ import ipaddress
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
-
-from prometheus_client import Counter
 
 from spamgate.filters.rbl.lists import Classified, ListOptions, RblOptions, classify, reverse_ip
 from spamgate.filters.rbl.uris import message_url_hosts
 from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.dns import Resolver
+from spamgate.filters.sdk.metrics import MetricSpec
 from spamgate.filters.sdk.options import parse_options
-from spamgate.filters.services.dns import CachingResolver, shared_resolver
+from spamgate.filters.services.dns import CachingResolver
 
 __all__ = ["LOOKUPS", "Listing", "RblFilter"]
 
 log = logging.getLogger("spamgate.filters.rbl")
 
-LOOKUPS = Counter("spamgate_dnsbl_lookups_total", "DNS list lookups by list and result", ["list", "result"])
+LOOKUPS = MetricSpec(
+    "counter", "spamgate_dnsbl_lookups_total", "DNS list lookups by list and result", ("list", "result")
+)
 
 # Sessions whose lookups are remembered for their RCPT decisions; the oldest go first
 # (the engine tells filters nothing when a session ends).
@@ -87,7 +89,10 @@ class RblFilter:
         self.name = name
         self.options = opts = parse_options(RblOptions, options)
         self.env = env
-        self._resolvers = {lst.label: self._resolver_for(lst, env) for lst in opts.lists}
+        self._lookups = LOOKUPS.counter(env.metrics)
+        # The engine's shared resolver; without an engine (a bare FilterEnv) a private one.
+        shared = env.resolver if env.resolver is not None else CachingResolver(env.dns, env.metrics)
+        self._resolvers = {lst.label: self._resolver_for(lst, shared) for lst in opts.lists}
         by_kind = {k: tuple(lst for lst in opts.lists if lst.kind == k) for k in ("ip", "domain", "uri")}
         self.ip_lists, self.domain_lists, self.uri_lists = by_kind["ip"], by_kind["domain"], by_kind["uri"]
         checks = {c for lst in self.domain_lists for c in lst.check}
@@ -108,15 +113,14 @@ class RblFilter:
         self._memo: OrderedDict[str, dict[tuple[str, str], Listing]] = OrderedDict()
 
     @staticmethod
-    def _resolver_for(lst: ListOptions, env: FilterEnv) -> CachingResolver:
-        settings = env.dns
-        if lst.nameservers is not None or lst.port is not None:
-            settings = replace(
-                settings,
-                nameservers=lst.nameservers if lst.nameservers is not None else settings.nameservers,
-                port=lst.port if lst.port is not None else settings.port,
-            )
-        return shared_resolver(settings)
+    def _resolver_for(lst: ListOptions, shared: Resolver) -> Resolver:
+        if lst.nameservers is None and lst.port is None:
+            return shared
+        settings = shared.settings
+        return shared.for_servers(
+            lst.nameservers if lst.nameservers is not None else settings.nameservers,
+            lst.port if lst.port is not None else settings.port,
+        )
 
     async def check(self, phase: Phase, ctx: Context) -> Verdict:
         if phase is Phase.CONNECT:
@@ -215,7 +219,7 @@ class RblFilter:
         found = []
         for (lst, role, item, q), answer in zip(items, answers, strict=True):
             outcome = classify(answer, lst)
-            LOOKUPS.labels(lst.label, outcome.result).inc()
+            self._lookups.labels(lst.label, outcome.result).inc()
             found.append(Listing(lst, role, item, q, outcome))
         return found
 

@@ -48,7 +48,9 @@ from email.policy import compat32
 from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from spamgate.filters.sdk.dns import DnsSettings, Resolver
 from spamgate.filters.sdk.errors import OptionError
+from spamgate.filters.sdk.metrics import MemoryMetrics, Metrics
 from spamgate.filters.sdk.state import StateStore
 
 __all__ = [
@@ -297,28 +299,28 @@ class Context:
     message: Message | None = None
     auth: AuthAttempt | None = None
     notes: MutableMapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DnsSettings:
-    """The resolver every DNS-using filter shares (from the ``[dns]`` table)."""
-
-    nameservers: tuple[str, ...] = ("127.0.0.1",)
-    port: int = 53
-    timeout: float = 2.0
-    attempts: int = 2
-    cache_size: int = 10000
+    received: bytes = b""
+    """At DATA: the ``Received:`` trace header (CRLF-terminated bytes) the engine prepends when
+    it relays this message, e.g. for a content scanner that should see our hop; else empty."""
 
 
 @dataclass(frozen=True)
 class FilterEnv:
-    """Site-wide facts a filter may need at construction."""
+    """What the engine hands a filter at construction: site facts and shared services.
+
+    ``metrics`` records the filter's own metrics (Prometheus in the engine, a
+    :class:`MemoryMetrics` by default, so tests can read values back); ``resolver`` is the
+    process-wide caching resolver for ``dns`` (None outside the engine: a test passes a
+    fake); ``state`` is the shared :class:`StateStore` (None when the engine has none).
+    """
 
     hostname: str = "localhost"
     local_domains: tuple[str, ...] = ()
     dns: DnsSettings = field(default_factory=DnsSettings)
     state_dir: str = "/var/lib/spamgate"
     sender_login_map: str | None = None  # [auth] sender_login_map: which logins own which senders
+    metrics: Metrics = field(default_factory=MemoryMetrics, compare=False)
+    resolver: Resolver | None = field(default=None, compare=False)
     # The server's StateStore (the same one for the life of the process, across reloads): counters
     # and flags that expire, shared by several instances with a shared backend. Its errors reach
     # the filter as StateError (after the engine counted and logged them), for its on_state_error.

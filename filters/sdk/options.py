@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
-from spamgate.filters.sdk.api import OptionError
+from spamgate.filters.sdk.errors import OptionError
 
 __all__ = ["FilterOptions", "IPNetwork", "Networks", "describe_error", "lists_to_tuples", "parse_options"]
 

@@ -13,7 +13,11 @@ Merge rules:
 * the most severe enforced decision wins (reject > tempfail > continue); ties go to
   the filter with the lowest ``order``, so the outcome is deterministic;
 * observe-mode filters run and are reported but never decide, and their symbols are
-  recorded with score 0 (the would-be score is kept for the explanation).
+  recorded with score 0 (the would-be score is kept for the explanation);
+* a symbol the filter emits but did not declare in ``Filter.symbols`` is a bug in the
+  filter: ``Outcome.undeclared`` names it (the engine counts and logs it, the mail goes
+  on); with ``strict_symbols`` (the testing helpers) it raises :class:`UndeclaredSymbol`.
+  The ``<NAME>_ERROR`` symbol is the runner's own, so a filter never declares it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spamgate.filters.sdk.api import (
     Context,
@@ -35,7 +41,8 @@ from spamgate.filters.sdk.api import (
     Symbol,
     Verdict,
 )
-from spamgate.filters.sdk.options import IPNetwork
+from spamgate.filters.sdk.errors import SpamgateError
+from spamgate.filters.sdk.options import Networks, lists_to_tuples
 from spamgate.filters.sdk.outage import Outage
 
 __all__ = [
@@ -47,6 +54,8 @@ __all__ = [
     "ScoreEntry",
     "Scoreboard",
     "Slot",
+    "UndeclaredSymbol",
+    "undeclared_symbols",
 ]
 
 log = logging.getLogger("spamgate.pipeline")
@@ -54,18 +63,37 @@ log = logging.getLogger("spamgate.pipeline")
 ERROR_TEMPFAIL_REPLY = Reply(451, "4.7.1", "Temporary local problem, please try again later")
 
 
+class UndeclaredSymbol(SpamgateError, AssertionError):
+    """A filter emitted a symbol missing from its ``symbols`` (raised only by the testing helpers)."""
 
-@dataclass(frozen=True)
-class FilterSettings:
-    """The keys every ``[filters.<name>]`` table has, whatever the filter."""
+
+def undeclared_symbols(flt: Filter, verdict: Verdict) -> tuple[str, ...]:
+    """The names in ``verdict`` that ``flt`` did not declare, in order, without repeats."""
+    declared = flt.symbols
+    return tuple(dict.fromkeys(s.name for s in verdict.symbols if s.name not in declared))
+
+
+class FilterSettings(BaseModel):
+    """The keys every ``[filters.<name>]`` table has, whatever the filter.
+
+    The engine's config table (``FilterTable``) is this model plus the filter's own options;
+    strict like every config model (``timeout = "5"`` is an error, not 5).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arrays(cls, data: Any) -> Any:
+        return lists_to_tuples(cls, data)
 
     enabled: bool = True
     order: int = 100
-    timeout: float = 10.0
+    timeout: float = Field(default=10.0, gt=0)
     on_error: Literal["continue", "tempfail"] = "continue"
     max_score: float | None = None
     skip_authenticated: bool = False
-    skip_networks: tuple[IPNetwork, ...] = ()
+    skip_networks: Networks = ()
     mode: Literal["enforce", "observe"] = "enforce"
 
 
@@ -89,6 +117,7 @@ class Outcome:
     duration: float
     error: Literal["timeout", "exception"] | None = None
     observed: bool = False
+    undeclared: tuple[str, ...] = ()  # symbols the filter emitted without declaring them
 
 
 @dataclass(frozen=True)
@@ -166,7 +195,10 @@ def _skipped(slot: Slot, ctx: Context) -> bool:
 class Pipeline:
     """An ordered, immutable set of filters; one per config generation."""
 
-    def __init__(self, slots: Sequence[Slot], listener: OutcomeListener | None = None) -> None:
+    def __init__(
+        self, slots: Sequence[Slot], listener: OutcomeListener | None = None, *, strict_symbols: bool = False
+    ) -> None:
+        self.strict_symbols = strict_symbols
         self.slots = tuple(sorted((s for s in slots if s.settings.enabled), key=lambda s: s.settings.order))
         self.listener = listener
         # A filter failing on every message is one fact (spamd is down), not one log line per message.
@@ -196,9 +228,14 @@ class Pipeline:
             log.debug("filter=%s phase=%s error=%r", slot.name, phase.value, exc)
         else:
             self._outage(slot).ok()
+        undeclared: tuple[str, ...] = ()
         if error is not None:
             verdict = self._error_verdict(slot, error)
-        outcome = Outcome(slot.name, phase, verdict, time.perf_counter() - start, error, observed)
+        else:
+            undeclared = undeclared_symbols(slot.filter, verdict)
+            if undeclared and self.strict_symbols:
+                raise UndeclaredSymbol(f"filter {slot.name!r} emitted undeclared symbols: {', '.join(undeclared)}")
+        outcome = Outcome(slot.name, phase, verdict, time.perf_counter() - start, error, observed, undeclared)
         if self.listener is not None:
             self.listener(outcome, ctx)
         return outcome

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
 
 from spamgate.filters.sdk.runner import ScoreEntry
 
@@ -19,9 +20,13 @@ class Action(str, enum.Enum):
     REJECT = "reject"
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """``[actions]``: a score at or above a threshold selects that action; None disables it."""
+class Thresholds(BaseModel):
+    """``[actions]``: a score at or above a threshold selects that action; None disables it.
+
+    This is the config model itself: the engine's ``[actions]`` table is a Thresholds.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     reject: float | None = 15.0
     tempfail: float | None = None

@@ -26,10 +26,21 @@ from spamgate.filters.sdk.api import (
     SessionInfo,
     Verdict,
 )
-from spamgate.filters.sdk.runner import FilterSettings, PhaseResult, Pipeline, Scoreboard, Slot
+from spamgate.filters.sdk.metrics import MemoryMetrics
+from spamgate.filters.sdk.runner import (
+    FilterSettings,
+    PhaseResult,
+    Pipeline,
+    Scoreboard,
+    Slot,
+    UndeclaredSymbol,
+    undeclared_symbols,
+)
 from spamgate.filters.sdk.scoring import Action, Thresholds, choose_action
 
-__all__ = ["PipelineRun", "canonical", "make_context", "run_filter", "run_pipeline"]
+__all__ = [
+    "MemoryMetrics", "PipelineRun", "UndeclaredSymbol", "canonical", "make_context", "run_filter", "run_pipeline",
+]
 
 
 def canonical(message: bytes | str) -> bytes:
@@ -55,6 +66,7 @@ def make_context(
     auth: AuthAttempt | None = None,
     notes: dict[str, Any] | None = None,
     session_id: str = "test",
+    received: bytes | str = b"",
 ) -> Context:
     session = SessionInfo(
         session_id=session_id,
@@ -70,12 +82,21 @@ def make_context(
         rcpt = recipients[-1]
     env = Envelope(mail_from=mail_from, recipients=tuple(recipients), rcpt=rcpt)
     msg = Message(canonical(message)) if message is not None else None
-    return Context(phase, session, env, msg, auth, notes if notes is not None else {})
+    trace = canonical(received) if received else b""
+    return Context(phase, session, env, msg, auth, notes if notes is not None else {}, trace)
 
 
 async def run_filter(flt: Filter, phase: Phase, ctx: Context) -> Verdict:
-    """Call one filter directly (no timeout, no error guard: exceptions propagate)."""
-    return await flt.check(phase, ctx)
+    """Call one filter directly (no timeout, no error guard: exceptions propagate).
+
+    Raises :class:`UndeclaredSymbol` when the verdict carries a symbol the filter did not
+    declare in ``symbols`` (in production the engine counts that as a filter bug).
+    """
+    verdict = await flt.check(phase, ctx)
+    undeclared = undeclared_symbols(flt, verdict)
+    if undeclared:
+        raise UndeclaredSymbol(f"filter {flt.name!r} emitted undeclared symbols: {', '.join(undeclared)}")
+    return verdict
 
 
 @dataclass
@@ -99,12 +120,15 @@ async def run_pipeline(
     phases: Sequence[Phase] = tuple(Phase),
     thresholds: Thresholds | None = None,
 ) -> PipelineRun:
-    """Run ``filters`` through each phase in turn (stopping at the first hard verdict)."""
+    """Run ``filters`` through each phase in turn (stopping at the first hard verdict).
+
+    Like :func:`run_filter`, an undeclared symbol raises :class:`UndeclaredSymbol`.
+    """
     slots = [Slot(f[0], f[1]) if isinstance(f, tuple) else Slot(f) for f in filters]
-    pipeline = Pipeline(slots)
+    pipeline = Pipeline(slots, strict_symbols=True)
     run = PipelineRun()
     for phase in phases:
-        pctx = Context(phase, ctx.session, ctx.envelope, ctx.message, ctx.auth, ctx.notes)
+        pctx = Context(phase, ctx.session, ctx.envelope, ctx.message, ctx.auth, ctx.notes, ctx.received)
         result = await pipeline.run(phase, pctx, run.board)
         run.results[phase] = result
         if result.reply is not None:

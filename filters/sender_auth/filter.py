@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from email.utils import getaddresses
 from typing import Any
 
-from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from spamgate.filters.sdk.api import Context, FilterEnv, HeaderRemoval, OptionError, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.metrics import MetricSpec
 from spamgate.filters.sdk.options import FilterOptions, parse_options
 from spamgate.filters.sender_auth.auth_results import (
     DEFAULT_SCORES,
@@ -37,18 +37,21 @@ from spamgate.filters.sender_auth.dkim_sign import DEFAULT_SIGN_HEADERS, Signing
 from spamgate.filters.sender_auth.dmarc import check_dmarc
 from spamgate.filters.sender_auth.spf import SpfResult, check_spf
 from spamgate.filters.services.auth_dns import AuthDns
+from spamgate.filters.services.dns import CachingResolver
 from spamgate.filters.services.public_suffix import DEFAULT_PSL_PATH, load_psl
 
 __all__ = ["SenderAuthFilter", "SenderAuthOptions", "SigningDomain"]
 
 log = logging.getLogger("spamgate.filters.sender_auth")
 
-RESULTS = Counter(
+RESULTS = MetricSpec(
+    "counter",
     "spamgate_sender_auth_results_total",
     "Sender authentication results by method (spf, spf_helo, dkim, dmarc, arc) and RFC 8601 result",
-    ["method", "result"],
+    ("method", "result"),
 )
-SIGNED = Counter("spamgate_dkim_signed_total", "Messages DKIM-signed for authenticated users", ["algorithm"])
+SIGNED = MetricSpec("counter", "spamgate_dkim_signed_total", "Messages DKIM-signed for authenticated users",
+                    ("algorithm",))
 
 
 class SigningDomain(BaseModel):
@@ -121,12 +124,15 @@ class SenderAuthFilter:
         self.keys = _load_keys(self.opts.signing_domains)
         self.psl = load_psl(self.opts.public_suffix_list)
         self._resolver: AuthDns | None = None
+        self._results = RESULTS.counter(env.metrics)
+        self._signed = SIGNED.counter(env.metrics)
 
     @property
     def resolver(self) -> AuthDns:
         # Built on first use: the asyncio resolver belongs to the running loop's world.
         if self._resolver is None:
-            self._resolver = AuthDns(self.env.dns)
+            shared = self.env.resolver if self.env.resolver is not None else CachingResolver(self.env.dns)
+            self._resolver = AuthDns(shared)
         return self._resolver
 
     async def check(self, phase: Phase, ctx: Context) -> Verdict:
@@ -179,7 +185,7 @@ class SenderAuthFilter:
             value = await asyncio.to_thread(sign_message, ctx.message.raw, key, self.opts.sign_headers)
             headers.insert(0, ("DKIM-Signature", value))
             symbols.append(Symbol("DKIM_SIGNED", self.scores["DKIM_SIGNED"], f"d={key.domain} s={key.selector}"))
-            SIGNED.labels(key.algorithm_name).inc()
+            self._signed.labels(key.algorithm_name).inc()
         return Verdict.cont(*symbols, add_headers=headers, remove_headers=removal)
 
     def _signing_key(self, from_values: list[str]) -> SigningKey | None:
@@ -188,20 +194,19 @@ class SenderAuthFilter:
             return None
         return self.keys.get(domains.pop())
 
-    @staticmethod
-    def _count(o: AuthOutcome) -> None:
+    def _count(self, o: AuthOutcome) -> None:
         if o.spf is not None:
-            RESULTS.labels("spf", o.spf.result).inc()
+            self._results.labels("spf", o.spf.result).inc()
         if o.spf_helo is not None:
-            RESULTS.labels("spf_helo", o.spf_helo.result).inc()
+            self._results.labels("spf_helo", o.spf_helo.result).inc()
         if o.dkim is not None:
             for sig in o.dkim.signatures:
-                RESULTS.labels("dkim", sig.result).inc()
+                self._results.labels("dkim", sig.result).inc()
             if not o.dkim.signatures:
-                RESULTS.labels("dkim", "none").inc()
-            RESULTS.labels("arc", o.dkim.arc).inc()
+                self._results.labels("dkim", "none").inc()
+            self._results.labels("arc", o.dkim.arc).inc()
         if o.dmarc is not None:
-            RESULTS.labels("dmarc", o.dmarc.result).inc()
+            self._results.labels("dmarc", o.dmarc.result).inc()
 
     async def close(self) -> None:
         pass

@@ -1,7 +1,7 @@
 """The DNS view of sender authentication: A, AAAA, TXT and PTR through the shared resolver, MX beside it.
 
-A, AAAA, TXT and PTR go through ``filters.dns.shared_resolver`` so SPF, DKIM and DMARC
-share the RBL filter's cache and metrics. That resolver does not know MX (SPF's ``mx``
+A, AAAA, TXT and PTR go through the engine's shared resolver (``FilterEnv.resolver``) so
+SPF, DKIM and DMARC share the RBL filter's cache and metrics. That resolver does not know MX (SPF's ``mx``
 mechanism needs it), so MX goes through a resolver built from the same ``[dns]``
 settings by ``filters.dns.make_resolver``, with dnspython's own TTL cache.
 """
@@ -14,9 +14,9 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.sdk.dns import Resolver
 from spamgate.filters.sdk.errors import DependencyError
-from spamgate.filters.services.dns import CachingResolver, make_resolver, shared_resolver
+from spamgate.filters.services.dns import make_resolver
 
 __all__ = ["AuthDns", "DnsTempError", "Record"]
 
@@ -29,9 +29,9 @@ class DnsTempError(DependencyError):
 
 
 class AuthDns:
-    def __init__(self, settings: DnsSettings, shared: CachingResolver | None = None) -> None:
-        self.settings = settings
-        self.shared = shared if shared is not None else shared_resolver(settings)
+    def __init__(self, shared: Resolver) -> None:
+        self.settings = settings = shared.settings
+        self.shared = shared
         r = make_resolver(settings)
         r.cache = dns.resolver.LRUCache(max(1, settings.cache_size))
         self._other = r

@@ -22,8 +22,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import dns.asyncbackend
 import dns.asyncquery
@@ -34,16 +33,16 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 import dns.rrset
-from prometheus_client import Counter, Histogram
 
-from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.sdk.dns import DnsAnswer, DnsSettings, RdType, Status
+from spamgate.filters.sdk.metrics import MemoryMetrics, Metrics, MetricSpec
 from spamgate.filters.sdk.outage import Outage
 from spamgate.filters.sdk.state import StateError, StateStore
 
-__all__ = ["MAX_TTL", "CachingResolver", "DnsAnswer", "TtlCache", "make_resolver", "probe", "shared_resolver"]
-
-Status = Literal["ok", "nxdomain", "nodata", "timeout", "error"]
-RdType = Literal["A", "AAAA", "TXT", "PTR"]
+__all__ = [
+    "MAX_TTL", "CachingResolver", "DnsAnswer", "RdType", "Status", "TtlCache", "make_resolver", "probe",
+    "shared_resolver",
+]
 log = logging.getLogger("spamgate.dns")
 
 
@@ -97,29 +96,20 @@ MAX_TTL = 3600
 # Used when a negative answer carries no SOA (a broken server): retry soon.
 DEFAULT_NEGATIVE_TTL = 60
 
-LOOKUP_SECONDS = Histogram(
+LOOKUP_SECONDS = MetricSpec(
+    "histogram",
     "spamgate_dns_lookup_duration_seconds",
     "Time spent on DNS queries that went to the network (cache misses)",
-    ["rdtype"],
+    ("rdtype",),
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-QUERIES = Counter("spamgate_dns_queries_total", "DNS queries sent to the network, by outcome", ["rdtype", "result"])
-CACHE_HITS = Counter("spamgate_dns_cache_hits_total", "DNS lookups answered from the cache or a query in flight")
-CACHE_MISSES = Counter("spamgate_dns_cache_misses_total", "DNS lookups that had to query the network")
-
-
-@dataclass(frozen=True)
-class DnsAnswer:
-    """The outcome of one lookup; ``records`` are addresses (A/AAAA) or joined strings (TXT)."""
-
-    status: Status
-    records: tuple[str, ...] = ()
-    ttl: int = 0
-    detail: str = ""
-
-    @property
-    def found(self) -> bool:
-        return self.status == "ok" and bool(self.records)
+QUERIES = MetricSpec(
+    "counter", "spamgate_dns_queries_total", "DNS queries sent to the network, by outcome", ("rdtype", "result")
+)
+CACHE_HITS = MetricSpec(
+    "counter", "spamgate_dns_cache_hits_total", "DNS lookups answered from the cache or a query in flight"
+)
+CACHE_MISSES = MetricSpec("counter", "spamgate_dns_cache_misses_total", "DNS lookups that had to query the network")
 
 
 class TtlCache:
@@ -179,8 +169,13 @@ def _records(rdtype: RdType, rrset: dns.rrset.RRset) -> tuple[str, ...]:
 class CachingResolver:
     """Asynchronous lookups through one set of nameservers, with a shared cache."""
 
-    def __init__(self, settings: DnsSettings, store: StateStore | None = None) -> None:
+    def __init__(self, settings: DnsSettings, metrics: Metrics | None = None, store: StateStore | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else MemoryMetrics()
+        self._hits = CACHE_HITS.counter(self.metrics)
+        self._misses = CACHE_MISSES.counter(self.metrics)
+        self._queries = QUERIES.counter(self.metrics)
+        self._seconds = LOOKUP_SECONDS.histogram(self.metrics)
         self.cache = TtlCache(settings.cache_size)
         self.store = store  # the second level, when several instances share one
         self._resolver = make_resolver(settings)
@@ -192,6 +187,11 @@ class CachingResolver:
     def lifetime(self) -> float:
         return self.settings.timeout * self.settings.attempts
 
+    def for_servers(self, nameservers: tuple[str, ...], port: int) -> CachingResolver:
+        """The shared resolver for other nameservers (a DNS list's own), with these settings otherwise."""
+        return shared_resolver(self.settings.model_copy(update={"nameservers": nameservers, "port": port}),
+                               self.metrics)
+
     async def query(self, name: str, rdtype: RdType = "A", max_wait: float | None = None) -> DnsAnswer:
         """Look ``name`` up; waits at most ``max_wait`` seconds (default: timeout x attempts).
 
@@ -201,17 +201,17 @@ class CachingResolver:
         key: tuple[str, RdType] = (name.lower().rstrip("."), rdtype)
         cached = self.cache.get(key)
         if cached is not None:
-            CACHE_HITS.inc()
+            self._hits.inc()
             return cached
         loop = asyncio.get_running_loop()
         task = self._inflight.get(key)
         if task is None or task.get_loop() is not loop:
-            CACHE_MISSES.inc()
+            self._misses.inc()
             task = loop.create_task(self._fetch(key))
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._forget, key))
         else:
-            CACHE_HITS.inc()
+            self._hits.inc()
         wait = max_wait if max_wait is not None else self.lifetime
         try:
             return await asyncio.wait_for(asyncio.shield(task), wait)
@@ -236,8 +236,8 @@ class CachingResolver:
                 return stored
         start = time.perf_counter()
         answer = await self._resolve(qname, rdtype)
-        LOOKUP_SECONDS.labels(rdtype).observe(time.perf_counter() - start)
-        QUERIES.labels(rdtype, answer.status).inc()
+        self._seconds.labels(rdtype).observe(time.perf_counter() - start)
+        self._queries.labels(rdtype, answer.status).inc()
         if answer.status in ("ok", "nxdomain", "nodata"):
             self.cache.put(key, answer)
             self.outage.ok()
@@ -305,14 +305,18 @@ def _first_line(exc: Exception) -> str:
 _SHARED: dict[DnsSettings, CachingResolver] = {}
 
 
-def shared_resolver(settings: DnsSettings, store: StateStore | None = None) -> CachingResolver:
+def shared_resolver(
+    settings: DnsSettings, metrics: Metrics | None = None, store: StateStore | None = None
+) -> CachingResolver:
     """The process-wide resolver for these settings, so reloads and filters share one cache.
 
+    The engine calls this (and hands the result to filters as ``FilterEnv.resolver``);
+    ``metrics`` is used by the resolver created on the first call for these settings, and
     ``store`` (the engine passes a shared one at start-up) becomes its second cache level.
     """
     resolver = _SHARED.get(settings)
     if resolver is None:
-        resolver = _SHARED[settings] = CachingResolver(settings)
+        resolver = _SHARED[settings] = CachingResolver(settings, metrics)
     if store is not None:
         resolver.store = store
     return resolver

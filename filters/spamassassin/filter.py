@@ -22,13 +22,12 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
-from email.utils import formatdate
 from typing import Any, Literal
 
-from prometheus_client import Counter, Histogram
 from pydantic import Field
 
 from spamgate.filters.sdk.api import Context, FilterEnv, HeaderRemoval, LearnKind, LearnResult, Phase, Symbol, Verdict
+from spamgate.filters.sdk.metrics import MetricSpec
 from spamgate.filters.sdk.options import FilterOptions, parse_options
 from spamgate.filters.services.spamd_client import SpamdClient, SpamdError, SpamdResult, SpamdSettings
 
@@ -54,19 +53,25 @@ STRIPPED_HEADERS = (
 
 _HEADER_MAX = 900  # keep our header well under RFC 5322's 998-octet line limit
 
-SCANS = Counter("spamgate_spamd_scans_total", "spamd scans by result (spam/ham per spamd, or error)", ["result"])
-SCAN_DURATION = Histogram(
+SCANS = MetricSpec(
+    "counter", "spamgate_spamd_scans_total", "spamd scans by result (spam/ham per spamd, or error)", ("result",)
+)
+SCAN_DURATION = MetricSpec(
+    "histogram",
     "spamgate_spamd_scan_duration_seconds",
     "spamd round trip per scan (after waiting for a concurrency slot)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 30),
 )
-SCORE = Histogram(
+SCORE = MetricSpec(
+    "histogram",
     "spamgate_spamd_score",
     "spamd's score per scanned message (before score_scale)",
     buckets=(-5, -2, 0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 50, 100, 1000),
 )
-ERRORS = Counter("spamgate_spamd_errors_total", "spamd failures (connect, timeout, protocol, spamd)", ["kind"])
-SKIPPED = Counter("spamgate_spamd_skipped_total", "Messages not sent to spamd", ["reason"])
+ERRORS = MetricSpec(
+    "counter", "spamgate_spamd_errors_total", "spamd failures (connect, timeout, protocol, spamd)", ("kind",)
+)
+SKIPPED = MetricSpec("counter", "spamgate_spamd_skipped_total", "Messages not sent to spamd", ("reason",))
 
 _SAFE_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,63}$")
 _SYMBOL_NAME = r"^[A-Z][A-Z0-9_]*$"
@@ -106,6 +111,9 @@ class SpamAssassinFilter:
         self.client = SpamdClient(self.settings)
         self._slots = asyncio.Semaphore(o.max_concurrency)
         self._removals = tuple(HeaderRemoval(h) for h in o.strip_headers)
+        m = env.metrics
+        self._scans, self._errors, self._skipped = SCANS.counter(m), ERRORS.counter(m), SKIPPED.counter(m)
+        self._duration, self._score = SCAN_DURATION.histogram(m), SCORE.histogram(m)
 
     def user_for(self, ctx: Context) -> str | None:
         """The spamd ``User`` for per-user settings: first local recipient, else the option."""
@@ -119,42 +127,30 @@ class SpamAssassinFilter:
                     return local
         return self.opts.user
 
-    def _received(self, ctx: Context) -> bytes:
-        """The trace header the engine adds when relaying, so SpamAssassin sees the untrusted relay."""
-        s = ctx.session
-        helo = s.helo or "unknown"
-        rdns = s.client_name or "unknown"  # like our Received header: only a forward-confirmed name
-        ip = f"IPv6:{s.peer_ip}" if ":" in s.peer_ip else s.peer_ip
-        proto = "ESMTPSA" if s.authenticated_user else ("ESMTPS" if s.tls else "ESMTP")
-        return (
-            f"Received: from {helo} ({rdns} [{ip}])\r\n"
-            f"\tby {self.env.hostname} (spamgate) with {proto} id {s.session_id};\r\n"
-            f"\t{formatdate(localtime=False, usegmt=True)}\r\n"
-        ).encode("ascii", "replace")
-
     async def check(self, phase: Phase, ctx: Context) -> Verdict:
         msg = ctx.message
         if msg is None:
             return Verdict.cont(remove_headers=self._removals)
         size = len(msg.raw)
         if size > self.opts.max_size:
-            SKIPPED.labels("size").inc()
+            self._skipped.labels("size").inc()
             detail = f"{size} bytes > max_size {self.opts.max_size}"
             return Verdict.cont(Symbol(SKIPPED_SIZE, 0.0, detail), remove_headers=self._removals)
-        raw = self._received(ctx) + msg.raw if self.opts.add_received else msg.raw
+        # The engine's own trace header for our hop, so SpamAssassin sees the untrusted relay.
+        raw = ctx.received + msg.raw if self.opts.add_received else msg.raw
         user = self.user_for(ctx)
         async with self._slots:
             start = time.perf_counter()
             try:
                 result = await self.client.scan(raw, self.opts.verb, user)
             except SpamdError as exc:
-                ERRORS.labels(exc.kind).inc()
-                SCANS.labels("error").inc()
+                self._errors.labels(exc.kind).inc()
+                self._scans.labels("error").inc()
                 raise
             finally:
-                SCAN_DURATION.observe(time.perf_counter() - start)
-        SCANS.labels("spam" if result.is_spam else "ham").inc()
-        SCORE.observe(result.score)
+                self._duration.observe(time.perf_counter() - start)
+        self._scans.labels("spam" if result.is_spam else "ham").inc()
+        self._score.observe(result.score)
         return self._verdict(result)
 
     def _verdict(self, result: SpamdResult) -> Verdict:

@@ -22,7 +22,7 @@ import yaml
 
 from spamgate.filters.sdk.api import Filter
 from spamgate.proxy.config import Config, load_config, parse_config
-from spamgate.proxy.pipeline import discover
+from spamgate.proxy.pipeline import discover, filter_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -53,7 +53,7 @@ def unit(path: Path) -> dict[str, list[tuple[str, str]]]:
 def builds_every_filter(cfg: Config) -> None:
     eps = discover()
     for name, table in cfg.enabled_filters.items():
-        flt = eps[name].load()(name, table.options, cfg.filter_env())
+        flt = eps[name].load()(name, table.options, filter_env(cfg))
         assert isinstance(flt, Filter), name
         asyncio.run(flt.close())
 

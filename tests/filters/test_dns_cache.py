@@ -81,7 +81,7 @@ def test_negative_ttl_is_min_of_soa_ttl_and_minimum() -> None:
 
 
 def test_one_resolver_per_settings() -> None:
-    a = DnsSettings(("127.0.0.1",), 5300)
-    assert shared_resolver(a) is shared_resolver(DnsSettings(("127.0.0.1",), 5300))
-    assert shared_resolver(a) is not shared_resolver(DnsSettings(("127.0.0.1",), 5301))
+    a = DnsSettings(nameservers=("127.0.0.1",), port=5300)
+    assert shared_resolver(a) is shared_resolver(DnsSettings(nameservers=("127.0.0.1",), port=5300))
+    assert shared_resolver(a) is not shared_resolver(DnsSettings(nameservers=("127.0.0.1",), port=5301))
     assert shared_resolver(a).cache.max_entries == a.cache_size

@@ -21,7 +21,7 @@ def _dead_port() -> int:
 
 async def test_refused_nameserver_is_an_error_not_a_timeout() -> None:
     # timeout x attempts = 60 s: if the refusal were not seen, this answer would be "timeout".
-    settings = DnsSettings(("127.0.0.1",), _dead_port(), timeout=30.0, attempts=2, cache_size=10)
+    settings = DnsSettings(nameservers=("127.0.0.1",), port=_dead_port(), timeout=30.0, attempts=2, cache_size=10)
     r = CachingResolver(settings)
     answer = await r.query("1.0.0.127.in-addr.arpa", "PTR", max_wait=20)
     assert answer.status == "error"
@@ -30,7 +30,7 @@ async def test_refused_nameserver_is_an_error_not_a_timeout() -> None:
 
 
 async def test_reverse_lookup_with_no_resolver_is_unknown_at_once() -> None:
-    settings = DnsSettings(("127.0.0.1",), _dead_port(), timeout=30.0, attempts=2, cache_size=10)
+    settings = DnsSettings(nameservers=("127.0.0.1",), port=_dead_port(), timeout=30.0, attempts=2, cache_size=10)
     names = await ReverseResolver(CachingResolver(settings), budget=20).lookup_bounded("127.0.0.1")
     # Unknown because the lookup failed (Postfix's [TEMPUNAVAIL]), not because the budget ran out:
     # the budget is 20 s and the test would have waited for it.
@@ -39,5 +39,5 @@ async def test_reverse_lookup_with_no_resolver_is_unknown_at_once() -> None:
 
 async def test_probe_says_why_no_resolver_answers() -> None:
     port = _dead_port()
-    problem = await probe(DnsSettings(("127.0.0.1",), port), wait=5)
+    problem = await probe(DnsSettings(nameservers=("127.0.0.1",), port=port), wait=5)
     assert problem is not None and f"127.0.0.1:{port}" in problem

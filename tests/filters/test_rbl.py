@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from spamgate.filters.rbl.filter import RblFilter
 from spamgate.filters.sdk.api import Decision, DnsSettings, FilterEnv, Phase, Verdict
-from spamgate.filters.sdk.testing import make_context
+from spamgate.filters.sdk.testing import MemoryMetrics, make_context
 from spamgate.filters.services.dns import CachingResolver, DnsAnswer, RdType
 
 
@@ -66,8 +65,10 @@ def make(table: dict[tuple[str, str], DnsAnswer] | None = None, **options: Any) 
     return flt, resolver
 
 
-def lookups(name: str, result: str) -> float:
-    return REGISTRY.get_sample_value("spamgate_dnsbl_lookups_total", {"list": name, "result": result}) or 0.0
+def lookups(flt: RblFilter, name: str, result: str) -> float:
+    metrics = flt.env.metrics
+    assert isinstance(metrics, MemoryMetrics)  # a bare FilterEnv records in memory
+    return metrics.value("spamgate_dnsbl_lookups_total", name, result)
 
 
 def names(v: Verdict) -> dict[str, float]:
@@ -100,11 +101,11 @@ async def test_code_symbols_and_unlisted() -> None:
 
 async def test_error_code_is_a_zero_weight_symbol_and_counted() -> None:
     flt, _ = make()
-    before = lookups("zen.test", "error")
+    before = lookups(flt, "zen.test", "error")
     v = await flt.check(Phase.CONNECT, make_context(Phase.CONNECT, peer_ip="192.0.2.9"))
     assert names(v) == {"RBL_ZEN_TEST_ERROR": 0.0}
     assert "127.255.255.254" in v.symbols[0].detail
-    assert lookups("zen.test", "error") == before + 1
+    assert lookups(flt, "zen.test", "error") == before + 1
 
 
 async def test_timeout_is_unknown() -> None:

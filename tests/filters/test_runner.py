@@ -26,6 +26,7 @@ class Fixed:
         self.name = name
         self.phases = phases
         self.verdict = verdict or Verdict.cont()
+        self.symbols = frozenset(s.name for s in self.verdict.symbols)
         self.delay = delay
         self.exc = exc
         self.calls: list[Phase] = []

@@ -9,6 +9,7 @@ from pathlib import Path
 from spamgate.filters.headers.filter import HeadersFilter
 from spamgate.filters.sender_auth.filter import SenderAuthFilter
 from spamgate.proxy.config import parse_config
+from spamgate.proxy.pipeline import filter_env
 from spamgate.proxy.tools.dkim_keygen import generate
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sender-auth.md"
@@ -21,7 +22,7 @@ def test_documented_config_builds_both_filters(tmp_path: Path) -> None:
     key.write_bytes(generate("rsa", 1024)[0])
     text = block.group(1).replace("/etc/spamgate/dkim/example.edu.2024a.key", str(key))
     cfg = parse_config(tomllib.loads(text), str(DOC))
-    env = cfg.filter_env()
+    env = filter_env(cfg)
     headers = HeadersFilter("headers", cfg.filters["headers"].options, env)
     auth = SenderAuthFilter("sender_auth", cfg.filters["sender_auth"].options, env)
     assert headers.opts.reject_symbols == ("DISPLAY_NAME_ADDRESS_MISMATCH",)

@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 
 from spamgate.filters.sdk.api import Decision, FilterEnv, OptionError, Phase
 from spamgate.filters.sdk.runner import FilterSettings
 from spamgate.filters.sdk.scoring import Action, Thresholds
-from spamgate.filters.sdk.testing import make_context, run_filter, run_pipeline
+from spamgate.filters.sdk.testing import MemoryMetrics, make_context, run_filter, run_pipeline
 from spamgate.filters.services.spamd_client import SpamdError
 from spamgate.filters.spamassassin.filter import (
     RESULT_HEADER,
@@ -40,7 +39,8 @@ REPORT = (
 
 
 def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    assert isinstance(ENV.metrics, MemoryMetrics)  # a bare FilterEnv records in memory
+    return ENV.metrics.value(name, *labels.values())
 
 
 @pytest.fixture
@@ -116,13 +116,14 @@ async def test_clean_message_is_ham_with_negative_weight(spamd: FakeSpamd) -> No
     assert v.add_headers == ()
 
 
-async def test_message_sent_with_our_received_header_first(spamd: FakeSpamd) -> None:
-    ctx = make_context(message=MSG, peer_ip="198.51.100.7", helo="mail.example.org",
-                       reverse_name="mail.example.org", client_name="mail.example.org")
+async def test_message_sent_with_the_engines_received_header_first(spamd: FakeSpamd) -> None:
+    # The engine builds the one Received line (ctx.received); the filter must not write its own.
+    trace = "Received: from mail.example.org (mail.example.org [198.51.100.7])\n\tby mx.example.edu id x; date\n"
+    ctx = make_context(message=MSG, peer_ip="198.51.100.7", helo="mail.example.org", received=trace)
     await run_filter(make(spamd), Phase.DATA, ctx)
     body = spamd.requests[0].body
-    assert body.startswith(b"Received: from mail.example.org (mail.example.org [198.51.100.7])\r\n\tby mx.example.edu")
-    assert body.endswith(ctx.message.raw if ctx.message else b"?")
+    assert ctx.message is not None
+    assert body == trace.replace("\n", "\r\n").encode() + ctx.message.raw
     await run_filter(make(spamd, add_received=False), Phase.DATA, ctx)
     assert spamd.requests[1].body == (ctx.message.raw if ctx.message else b"?")
 

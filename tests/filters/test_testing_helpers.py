@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spamgate.filters.sdk.api import FilterEnv, Phase
-from spamgate.filters.sdk.runner import FilterSettings
-from spamgate.filters.sdk.scoring import Action, Thresholds
+from spamgate.filters.sdk import Action, FilterEnv, FilterSettings, Phase, Thresholds
 from spamgate.filters.sdk.testing import canonical, make_context, run_filter, run_pipeline
 from tests.plugin_support import ensure_example_plugin
 

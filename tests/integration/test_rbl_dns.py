@@ -17,6 +17,7 @@ from spamgate.filters.rbl.filter import RblFilter
 from spamgate.filters.sdk.api import Decision, DnsSettings, FilterEnv, Phase
 from spamgate.filters.sdk.testing import make_context
 from spamgate.filters.services.dns import CachingResolver
+from spamgate.proxy.filter_metrics import FILTER_METRICS
 from tests.integration.rbl_zones import IPV6_LISTED, NEGATIVE_TTL, TXT_127_0_0_2, ZONES
 from tests.integration.services.dns import DnsServer, silent_udp_port, start_dns
 
@@ -42,7 +43,8 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
 
 def resolver(nsd: DnsServer, **kw: Any) -> CachingResolver:
     """A private resolver (not the shared registry) so each test starts with an empty cache."""
-    return CachingResolver(DnsSettings((nsd.host,), nsd.port, **{"timeout": 2.0, "attempts": 1, **kw}))
+    settings = DnsSettings(nameservers=(nsd.host,), port=nsd.port, **{"timeout": 2.0, "attempts": 1, **kw})
+    return CachingResolver(settings, FILTER_METRICS)  # the engine's metrics handle, on the default registry
 
 
 async def test_answers_nxdomain_and_negative_ttl_from_the_soa(nsd: DnsServer) -> None:
@@ -84,10 +86,10 @@ async def test_a_burst_from_one_ip_costs_one_lookup(nsd: DnsServer) -> None:
 
 
 async def test_a_server_that_never_answers_times_out(silent_port: int) -> None:
-    r = CachingResolver(DnsSettings(("127.0.0.1",), silent_port, timeout=0.2, attempts=2))
+    r = CachingResolver(DnsSettings(nameservers=("127.0.0.1",), port=silent_port, timeout=0.2, attempts=2))
     answer = await r.query("2.0.0.127.zen.test")
     assert answer.status == "timeout"
-    short = await CachingResolver(DnsSettings(("127.0.0.1",), silent_port, timeout=5.0)).query(
+    short = await CachingResolver(DnsSettings(nameservers=("127.0.0.1",), port=silent_port, timeout=5.0)).query(
         "2.0.0.127.zen.test", max_wait=0.2
     )
     assert (short.status, short.detail) == ("timeout", "no answer within 0.2s")
@@ -102,7 +104,9 @@ def rbl(nsd: DnsServer, silent_port: int, **options: Any) -> RblFilter:
         {"zone": "uribl.test", "kind": "uri", "weight": 3.0, "answers": "&0x02"},
         {"zone": "slow.test", "weight": 1.0, "timeout": 0.3, "nameservers": ["127.0.0.1"], "port": silent_port},
     ]
-    env = FilterEnv(dns=DnsSettings((nsd.host,), nsd.port, timeout=2.0, attempts=1))
+    # As the engine builds it: its metrics handle and a resolver for [dns] (private here: a fresh cache).
+    dns = DnsSettings(nameservers=(nsd.host,), port=nsd.port, timeout=2.0, attempts=1)
+    env = FilterEnv(dns=dns, metrics=FILTER_METRICS, resolver=CachingResolver(dns, FILTER_METRICS))
     return RblFilter("rbl", {"lists": lists, "skip_private": False, **options}, env)
 
 

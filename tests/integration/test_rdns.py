@@ -33,7 +33,8 @@ def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
 
 
 def test_lookup_confirms_or_not(nsd: DnsServer) -> None:
-    r = ReverseResolver(CachingResolver(DnsSettings((nsd.host,), nsd.port, 2.0, 1)), budget=5.0)
+    settings = DnsSettings(nameservers=(nsd.host,), port=nsd.port, timeout=2.0, attempts=1)
+    r = ReverseResolver(CachingResolver(settings), budget=5.0)
 
     async def both() -> tuple[object, object, object]:
         return (await r.lookup("127.0.0.9"), await r.lookup("127.0.0.10"), await r.lookup("127.0.0.11"))

@@ -17,6 +17,7 @@ from spamgate.filters.sdk.scoring import Action, Thresholds
 from spamgate.filters.sdk.testing import make_context, run_filter, run_pipeline
 from spamgate.filters.services.spamd_client import SpamdError
 from spamgate.filters.spamassassin.filter import RESULT_HEADER, SpamAssassinFilter
+from spamgate.proxy.message import format_header, received_header
 from spamgate.proxy.tools.learn import register
 from tests.integration.services.spamd import SA_EXAMPLES, Spamd, start_spamd
 
@@ -29,8 +30,14 @@ REJECT_AT_15 = Thresholds(reject=15.0, add_header=6.0)
 
 
 def ctx(message: bytes, recipients: tuple[str, ...] = ("user@example.edu",)) -> Context:
-    # A client on loopback: SpamAssassin trusts it, so no relay-based rule adds noise.
-    return make_context(message=message, recipients=recipients, peer_ip="127.0.0.1", helo="client.test")
+    # A client on loopback: SpamAssassin trusts it, so no relay-based rule adds noise. The
+    # trace header is the one the engine would write (ctx.received), from its own builder.
+    received = format_header(*received_header(
+        helo="client.test", peer_ip="127.0.0.1", reverse_name=None, hostname="mx.example.edu", protocol="ESMTP",
+        session_id="test", tls=None, login=None, recipient=recipients[0] if len(recipients) == 1 else None,
+    ))
+    return make_context(message=message, recipients=recipients, peer_ip="127.0.0.1", helo="client.test",
+                        received=received)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from spamgate.proxy.config import Config, ConfigError, default_config, load_config, parse_config
+from spamgate.proxy.pipeline import filter_env
 
 SRC = "/etc/spamgate/spamgate.toml"
 
@@ -229,4 +230,4 @@ def test_dns_defaults_to_the_system_resolvers(tmp_path: Path) -> None:
     assert cfg.dns.effective_nameservers == system_nameservers()
     assert cfg.dns.reverse_lookup_timeout <= 1.0
     pinned = parse_config({"dns": {"nameservers": ["127.0.0.1"]}}, SRC)
-    assert pinned.filter_env().dns.nameservers == ("127.0.0.1",)
+    assert filter_env(pinned).dns.nameservers == ("127.0.0.1",)

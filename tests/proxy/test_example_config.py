@@ -8,7 +8,7 @@ from pathlib import Path
 
 from spamgate.filters.sdk.api import Filter
 from spamgate.proxy.config import Config, load_config
-from spamgate.proxy.pipeline import discover
+from spamgate.proxy.pipeline import discover, filter_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "spamgate.toml"
 
@@ -26,7 +26,7 @@ def test_every_filter_table_builds_with_its_options() -> None:
     cfg = load_config(EXAMPLE)
     eps = discover()
     for name, table in cfg.filters.items():
-        flt = eps[name].load()(name, table.options, cfg.filter_env())
+        flt = eps[name].load()(name, table.options, filter_env(cfg))
         assert isinstance(flt, Filter) and flt.phases, name
         asyncio.run(flt.close())
 

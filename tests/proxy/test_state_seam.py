@@ -12,6 +12,7 @@ from spamgate.filters.sdk.outage import Outage
 from spamgate.filters.sdk.state import MemoryStore, StateError
 from spamgate.proxy.auth import PenaltyBox
 from spamgate.proxy.config import ConfigError, parse_config
+from spamgate.proxy.pipeline import filter_env
 from spamgate.proxy.runtime import SessionCounter
 from spamgate.proxy.server import Server
 from spamgate.proxy.state import GuardedStore
@@ -131,9 +132,9 @@ def test_state_config_and_filter_env(tmp_path: Path) -> None:
     cfg = parse_config(_cfg(tmp_path))
     assert (cfg.state.backend, cfg.state.key_prefix, cfg.state.timeout) == ("memory", "spamgate:", 0.5)
     store = MemoryStore()
-    env = cfg.filter_env(store)
+    env = filter_env(cfg, store)
     assert env.state is store
-    assert env == cfg.filter_env() and hash(env) == hash(cfg.filter_env()), "the store is not part of equality"
+    assert env == filter_env(cfg) and hash(env) == hash(filter_env(cfg)), "the store is not part of equality"
     for bad in ({"backend": "redis"}, {"colour": "blue"}, {"timeout": 0}):
         with pytest.raises(ConfigError, match=r"state\."):
             parse_config(_cfg(tmp_path, **bad))

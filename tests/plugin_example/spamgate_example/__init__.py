@@ -1,4 +1,4 @@
-"""Example spamgate filters, written only against the public contract (filters.api).
+"""Example spamgate filters, written only against the public SDK (``spamgate.filters.sdk``).
 
 * ``example_keyword``: rejects chosen HELO names, chosen recipients at RCPT, tempfails messages whose body
   contains a keyword, scores a spammy word and adds a header to every message.
@@ -12,8 +12,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
-from spamgate.filters.sdk.options import FilterOptions, parse_options
+from spamgate.filters.sdk import Context, FilterEnv, FilterOptions, Phase, Reply, Symbol, Verdict, parse_options
 
 
 class KeywordOptions(FilterOptions):
