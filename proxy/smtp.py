@@ -31,6 +31,7 @@ from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
 from spamgate.proxy.session import SessionState, has_control_chars
 from spamgate.proxy.smtp_auth import AuthMixin
+from spamgate.proxy.transaction import TransactionController
 
 __all__ = ["GateSMTP"]
 
@@ -84,7 +85,7 @@ class _Hooks:
         return await self._gate().on_data(envelope)
 
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
-        await self._gate().state.abort_transaction()
+        await self._gate().ctl.abort_transaction()
         return "250 2.0.0 Ok"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -162,6 +163,7 @@ class GateSMTP(AuthMixin, SMTP):
         self.listener_label = listener
         self.role = lst.role
         self.state: SessionState
+        self.ctl: TransactionController
         self._refused: Reply | None = None
         self._counted = False
         self._verbatim: str | None = None
@@ -203,7 +205,7 @@ class GateSMTP(AuthMixin, SMTP):
         if starttls:
             self.state.helo = None
             self._note_tls(sslobj)
-            spawn(self.state.abort_transaction())
+            spawn(self.ctl.abort_transaction())
             return
         peer = transport.get_extra_info("peername") or ("unknown", 0)
         rt = self.runtime
@@ -211,6 +213,7 @@ class GateSMTP(AuthMixin, SMTP):
             id=self._session_id, runtime=rt, listener=self.listener_label, role=self.role,
             peer_ip=str(peer[0]), peer_port=int(peer[1]),
         )
+        self.ctl = TransactionController(self.state)
         limits = rt.cfg.limits
         if rt.shutting_down:
             self._refused = replies.SHUTTING_DOWN
@@ -233,7 +236,7 @@ class GateSMTP(AuthMixin, SMTP):
             self._note_tls(sslobj)
         log.info("connect client=[%s]:%d listener=%s", self.state.peer_ip,
                  self.state.peer_port, self.listener_label)
-        self._connect_task = self.loop.create_task(self.state.on_connect())
+        self._connect_task = self.loop.create_task(self.ctl.on_connect())
 
     def _note_tls(self, sslobj: Any) -> None:
         if sslobj is None:
@@ -261,7 +264,7 @@ class GateSMTP(AuthMixin, SMTP):
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.state.txn is not None:
-            spawn(self.state.abort_transaction())
+            spawn(self.ctl.abort_transaction())
         # connection_lost runs outside the session's tasks: name the session explicitly.
         log.info("disconnect transactions=%d", self.state.transactions, extra={"session": self.state.id})
 
@@ -304,8 +307,8 @@ class GateSMTP(AuthMixin, SMTP):
         metrics.INTERNAL_ERRORS.inc()
         log.error("internal error in %s",
                   self._phase, exc_info=error)
-        if getattr(self, "state", None) is not None:
-            spawn(self.state.abort_transaction())
+        if getattr(self, "ctl", None) is not None:
+            spawn(self.ctl.abort_transaction())
         # The transaction is over for aiosmtpd too, or the client's next MAIL gets "503 nested MAIL".
         self.envelope = self._create_envelope()
         return str(replies.INTERNAL_ERROR)
@@ -316,7 +319,7 @@ class GateSMTP(AuthMixin, SMTP):
         await self._connected()
         if has_bad_chars(hostname):
             return "501 5.5.4 Invalid HELO hostname"
-        reply = await self.state.on_helo(hostname, esmtp=responses is not None)
+        reply = await self.ctl.on_helo(hostname, esmtp=responses is not None)
         if reply is not None:
             return [str(reply)] if responses is not None else str(reply)
         session.host_name = hostname
@@ -335,14 +338,14 @@ class GateSMTP(AuthMixin, SMTP):
 
     async def on_mail(self, envelope: Any, address: str, options: list[str]) -> str:
         # aiosmtpd hands the null sender over as "<>" (and needs it truthy); everything else sees "".
-        reply = await self.state.on_mail("" if address == "<>" else address, options)
+        reply = await self.ctl.on_mail("" if address == "<>" else address, options)
         if (isinstance(reply, BackendReply) and reply.ok) or (isinstance(reply, Reply) and reply.code < 300):
             envelope.mail_from = address
             envelope.mail_options.extend(options)
         return self._status(reply)
 
     async def on_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
-        reply = await self.state.on_rcpt(address, options)
+        reply = await self.ctl.on_rcpt(address, options)
         if isinstance(reply, BackendReply) and reply.ok:
             envelope.rcpt_tos.append(address)
         return self._status(reply)
@@ -352,7 +355,7 @@ class GateSMTP(AuthMixin, SMTP):
         # Filters and the backend get their own bounds; this one only keeps a dead client from lingering.
         self._reset_timeout(cfg.backend.timeout * 2 + max((t.timeout for t in cfg.filters.values()), default=0) + 30)
         content: bytes = envelope.original_content or b""
-        reply = await self.state.on_data(content)
+        reply = await self.ctl.on_data(content)
         return self._status(reply)
 
 
