@@ -42,6 +42,7 @@ def test_held_at_mail_unless_deferred() -> None:
     ("postmaster@example.org", True), ("POSTMASTER@Example.org", True), ("postmaster", True),
     ("abuse@example.org", True), ("abuse@other.example", False), ("alice@example.org", False),
     ("postmaster.x@example.org", False), ("xpostmaster@example.org", False),
+    ("postmaster@x@example.org", False), ('"abuse@example.org"@evil.example', False),
 ])
 def test_is_exempt(rcpt: str, exempt: bool) -> None:
     assert is_exempt(rcpt, ("postmaster", "Abuse@Example.org")) is exempt
@@ -96,6 +97,7 @@ def test_end_of_data(
 ) -> None:
     plan = end_of_data(20.0, action, ["S"], hold, quarantine_rejects=q_rejects, can_quarantine=can_q)
     assert (plan.kind, plan.label, plan.reply) == (kind, label, reply)
+    assert plan.action is (Action.QUARANTINE if hold is not None and can_q else action)
 
 
 def test_end_of_data_quarantine_keeps_the_scores_action_for_the_record() -> None:

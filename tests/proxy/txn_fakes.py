@@ -12,6 +12,7 @@ from spamgate.filters.sdk.runner import FilterSettings, Pipeline, Slot
 from spamgate.proxy import replies
 from spamgate.proxy.config import parse_config
 from spamgate.proxy.quarantine import Quarantine
+from spamgate.proxy.rdns import ClientNames
 from spamgate.proxy.relay import BackendError, BackendReply, ClientFacts
 from spamgate.proxy.runtime import Runtime, SessionCounter
 from spamgate.proxy.session import SessionState
@@ -36,9 +37,11 @@ class FakeTransaction:
         return scripted
 
     async def mail(self, sender: str, options: list[str]) -> BackendReply:
+        self.backend.options.append(options)
         return await self._reply("mail", ("MAIL", sender))
 
     async def rcpt(self, rcpt: str, options: list[str]) -> BackendReply:
+        self.backend.options.append(options)
         return await self._reply("rcpt", ("RCPT", rcpt))
 
     async def data(self, message: bytes) -> BackendReply:
@@ -54,6 +57,7 @@ class FakeBackend:
     script: Script = field(default_factory=dict)
     commands: list[tuple[str, Any]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
+    options: list[list[str]] = field(default_factory=list)  # of each MAIL and RCPT
     clients: list[ClientFacts] = field(default_factory=list)
 
     async def begin(self, client: ClientFacts) -> FakeTransaction:
@@ -108,6 +112,16 @@ def rejecting(phase: Phase, reply: Reply, name: str = "blocker") -> OneVerdict:
     return OneVerdict(name, phase, Verdict.reject(reply))
 
 
+@dataclass
+class FakeRdns:
+    names: ClientNames
+    asked: list[str] = field(default_factory=list)
+
+    async def lookup_bounded(self, ip: str) -> ClientNames:
+        self.asked.append(ip)
+        return self.names
+
+
 class BrokenQuarantine(Quarantine):
     async def store(self, message: bytes, **meta: Any) -> str:
         raise OSError(28, "No space left on device")
@@ -136,12 +150,13 @@ def harness(
     login: str | None = None,
     script: Script | None = None,
     quarantine: Quarantine | Path | None = None,
+    rdns: Any = None,
 ) -> Harness:
     cfg = parse_config({"server": {"hostname": "gate.test"}, **(config or {})}, "<test>")
     slots = [Slot(f[0], f[1]) if isinstance(f, tuple) else Slot(f) for f in filters]
     backend = FakeBackend(script or {})
     store = Quarantine(quarantine) if isinstance(quarantine, Path) else quarantine
-    runtime = Runtime(cfg, Pipeline(slots), backend, SessionCounter(), quarantine=store)
+    runtime = Runtime(cfg, Pipeline(slots), backend, SessionCounter(), quarantine=store, rdns=rdns)
     state = SessionState(id="s1", runtime=runtime, listener="test", role=role,
                          peer_ip="192.0.2.7", peer_port=40000, helo="client.example", login=login)
     return Harness(TransactionController(state), backend)
