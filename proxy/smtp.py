@@ -34,6 +34,7 @@ from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
 from spamgate.proxy.session import SessionState, has_control_chars
 from spamgate.proxy.smtp_auth import AuthMixin
+from spamgate.proxy.transaction import TransactionController
 
 __all__ = ["GateSMTP"]
 
@@ -125,6 +126,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         self.address_source = address_source
         self.state: SessionState
         self._started = False  # connection_made ran once: a second call is the TLS restart of STARTTLS
+        self.ctl: TransactionController
         self._counted = False
         self._in_store = False
         self._phase = "connect"
@@ -169,7 +171,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         if starttls:
             self.state.helo = None
             self._note_tls(transport.get_extra_info("ssl_object"))
-            spawn(self.state.abort_transaction())
+            spawn(self.ctl.abort_transaction())
 
     async def _handle_client(self) -> None:
         # aiosmtpd's session loop (greeting, then commands) runs only once the setup admitted the client.
@@ -195,6 +197,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             id=self._session_id, runtime=self.runtime, listener=self.listener_label, role=self.role,
             peer_ip=ip, peer_port=port,
         )
+        self.ctl = TransactionController(self.state)
         refused = await self._admit(ip)
         if refused is not None:
             log.warning("client=%s refused=%r", ip, str(refused))
@@ -207,7 +210,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         if self.transport is not None:
             self._note_tls(self.transport.get_extra_info("ssl_object"))
         log.info("connect client=[%s]:%d listener=%s", ip, port, self.listener_label)
-        self._connect_task = self.loop.create_task(self.state.on_connect())
+        self._connect_task = self.loop.create_task(self.ctl.on_connect())
         return True
 
     async def _admit(self, ip: str) -> Reply | None:
@@ -250,7 +253,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.state.txn is not None:
-            spawn(self.state.abort_transaction())
+            spawn(self.ctl.abort_transaction())
         # connection_lost runs outside the session's tasks, in a context of its own (a copy made for this
         # callback): bind the id there. (The record factory always sets "session": extra= can't.)
         bind_session(self.state.id)
@@ -297,8 +300,8 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             return "454 4.7.0 TLS not available due to temporary reason"
         metrics.INTERNAL_ERRORS.inc()
         log.error("internal error in %s", self._phase, exc_info=error)
-        if getattr(self, "state", None) is not None:
-            spawn(self.state.abort_transaction())
+        if getattr(self, "ctl", None) is not None:
+            spawn(self.ctl.abort_transaction())
         # The transaction is over for aiosmtpd too, or the client's next MAIL gets "503 nested MAIL".
         self.envelope = Envelope()
         return str(replies.INTERNAL_ERROR)
@@ -319,7 +322,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         await self._connected()
         if has_bad_chars(hostname):
             return "501 5.5.4 Invalid HELO hostname"
-        reply = await self.state.on_helo(hostname, esmtp=esmtp)
+        reply = await self.ctl.on_helo(hostname, esmtp=esmtp)
         if reply is not None:
             return reply
         session.host_name = hostname
@@ -337,7 +340,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
     async def handle_MAIL(self, session: Any, envelope: Any, address: str,
                           options: list[str]) -> Reply | BackendReply:
         # aiosmtpd hands the null sender over as "<>" (and needs it truthy); everything else sees "".
-        reply = await self.state.on_mail("" if address == "<>" else address, options)
+        reply = await self.ctl.on_mail("" if address == "<>" else address, options)
         if (isinstance(reply, BackendReply) and reply.ok) or (isinstance(reply, Reply) and reply.code < 300):
             envelope.mail_from = address
             envelope.mail_options.extend(options)
@@ -345,7 +348,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
 
     async def handle_RCPT(self, session: Any, envelope: Any, address: str,
                           options: list[str]) -> Reply | BackendReply:
-        reply = await self.state.on_rcpt(address, options)
+        reply = await self.ctl.on_rcpt(address, options)
         if isinstance(reply, BackendReply) and reply.ok:
             envelope.rcpt_tos.append(address)
         return reply
@@ -355,10 +358,10 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         # Filters and the backend get their own bounds; this one only keeps a dead client from lingering.
         self._reset_timeout(cfg.backend.timeout * 2 + max((t.timeout for t in cfg.filters.values()), default=0) + 30)
         content: bytes = envelope.original_content or b""
-        return await self.state.on_data(content)
+        return await self.ctl.on_data(content)
 
     async def handle_RSET(self, session: Any, envelope: Any) -> str:
-        await self.state.abort_transaction()
+        await self.ctl.abort_transaction()
         return "250 2.0.0 Ok"
 
 

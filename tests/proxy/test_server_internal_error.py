@@ -13,7 +13,7 @@ import pytest
 
 from spamgate.proxy.config import parse_config
 from spamgate.proxy.server import Server
-from spamgate.proxy.session import SessionState
+from spamgate.proxy.transaction import TransactionController
 
 
 class Boom(RuntimeError):
@@ -75,10 +75,10 @@ async def test_exception_in_mail_answers_451_and_logs_traceback_with_session_id(
 ) -> None:
     caplog.set_level(logging.INFO)
 
-    async def broken(self: SessionState, address: str, options: list[str]) -> Any:
+    async def broken(self: TransactionController, address: str, options: list[str]) -> Any:
         raise Boom("secret internal detail")
 
-    monkeypatch.setattr(SessionState, "on_mail", broken)
+    monkeypatch.setattr(TransactionController, "on_mail", broken)
     c = await _client(server)
     reply = await c.cmd(b"MAIL FROM:<sender@example.org>")
     assert reply == "451 4.3.0 Internal error, please try again later"
@@ -100,13 +100,13 @@ async def test_exception_in_mail_answers_451_and_logs_traceback_with_session_id(
 async def test_exception_at_end_of_data_451_and_nothing_delivered(
     server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    async def broken(self: SessionState, content: bytes) -> Any:
+    async def broken(self: TransactionController, content: bytes) -> Any:
         raise Boom("boom at DATA")
 
     c = await _client(server)
     assert (await c.cmd(b"MAIL FROM:<sender@example.org>")).startswith("250")
     assert (await c.cmd(b"RCPT TO:<alice@example.edu>")).startswith("250")
-    monkeypatch.setattr(SessionState, "on_data", broken)
+    monkeypatch.setattr(TransactionController, "on_data", broken)
     assert (await c.cmd(b"DATA")).startswith("354")
     reply = await c.cmd(b"Subject: x\r\n\r\nbody\r\n.")
     assert reply == "451 4.3.0 Internal error, please try again later"

@@ -1,0 +1,124 @@
+"""The pure decisions of an SMTP transaction: no I/O, no metrics, no logging.
+
+The transaction controller (``proxy.transaction``) asks these functions what to do and
+then does it; keeping them pure is what makes every rule here trivially testable.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from spamgate.filters.sdk.api import QUARANTINE_NOTE, Reply
+from spamgate.filters.sdk.runner import PhaseResult, Scoreboard, ScoreEntry
+from spamgate.filters.sdk.scoring import Action
+from spamgate.proxy import replies
+
+__all__ = [
+    "AUTH_ROLES",
+    "EndOfData",
+    "Plan",
+    "auth_required",
+    "end_of_data",
+    "filter_quarantine_request",
+    "held_at_mail",
+    "held_at_rcpt",
+    "is_exempt",
+    "reasons",
+    "spam_reject",
+]
+
+AUTH_ROLES = frozenset({"submission", "smtps"})
+
+
+def auth_required(role: str, login: str | None) -> bool:
+    """The engine's own rule, whatever filters are configured: submission is for users."""
+    return role in AUTH_ROLES and login is None
+
+
+def held_at_mail(held: PhaseResult | None, defer_rejects: bool) -> Reply | None:
+    """A held connect/HELO reject answers now, unless it is deferred to RCPT."""
+    if held is None or defer_rejects:
+        return None
+    return held.reply
+
+
+def is_exempt(rcpt: str, exempt: Iterable[str]) -> bool:
+    """``postmaster`` matches any domain's postmaster; ``abuse@example.org`` only that address."""
+    local = rcpt.rsplit("@", 1)[0].lower()
+    return any(local == e.lower() or rcpt.lower() == e.lower() for e in exempt)
+
+
+def held_at_rcpt(held: PhaseResult | None, rcpt: str, exempt: Iterable[str]) -> Reply | None:
+    """A held connect/HELO reject applies to every recipient except the exempt ones."""
+    if held is None or held.reply is None or is_exempt(rcpt, exempt):
+        return None
+    return held.reply
+
+
+def filter_quarantine_request(notes: Mapping[str, Any], entries: Sequence[ScoreEntry]) -> Reply | None:
+    """A filter's request to quarantine (see ``QUARANTINE_NOTE``), unless that filter only observes."""
+    note = notes.get(QUARANTINE_NOTE)
+    if not (isinstance(note, tuple) and len(note) == 2):
+        return None
+    name, reply = note
+    if not isinstance(reply, Reply) or any(e.filter == name and e.observed for e in entries):
+        return None
+    return reply
+
+
+def reasons(board: Scoreboard) -> list[str]:
+    """Symbols that added to the score, biggest first."""
+    return [e.symbol.name for e in sorted(board.entries, key=lambda e: -e.score) if e.score > 0]
+
+
+def spam_reject(score: float, why: Sequence[str]) -> Reply:
+    return Reply(550, "5.7.1", f"Message rejected as spam (score {score:.1f}: {', '.join(why[:3]) or 'score'})")
+
+
+class EndOfData(str, enum.Enum):
+    RELAY = "relay"
+    QUARANTINE = "quarantine"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What end of DATA does: relay, quarantine, or refuse with ``reply``.
+
+    ``label`` is the transactions metric's action; ``summary`` is the log line's action.
+    """
+
+    kind: EndOfData
+    action: Action
+    label: str
+    summary: str
+    reply: Reply | None = None
+
+
+def end_of_data(
+    score: float,
+    action: Action,
+    why: Sequence[str],
+    filter_hold: Reply | None,
+    *,
+    quarantine_rejects: bool,
+    can_quarantine: bool,
+) -> Plan:
+    """The one thing to do with a message that passed every filter, from its score's action."""
+    if filter_hold is not None:
+        if can_quarantine:
+            return Plan(EndOfData.QUARANTINE, Action.QUARANTINE, "quarantine", "quarantine")
+        return Plan(EndOfData.REFUSE, action, "reject", "reject (no quarantine_dir for a filter's quarantine)",
+                    filter_hold)
+    wants_quarantine = action is Action.QUARANTINE or (action is Action.REJECT and quarantine_rejects)
+    if wants_quarantine and can_quarantine:
+        return Plan(EndOfData.QUARANTINE, action, "quarantine", "quarantine")
+    if action is Action.REJECT:
+        return Plan(EndOfData.REFUSE, action, "reject", "reject", spam_reject(score, why))
+    if action is Action.TEMPFAIL:
+        return Plan(EndOfData.REFUSE, action, "tempfail", "tempfail", replies.SPAM_TEMPFAIL)
+    # accept, add_header, or quarantine with nowhere to put it: relay, labelled by the action.
+    return Plan(EndOfData.RELAY, action, action.value, action.value)
