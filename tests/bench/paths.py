@@ -140,7 +140,7 @@ def postfix_paths(paths: set[str], rows: dict[str, Row], d: Daemons, stack: cont
 def spam_paths(args: argparse.Namespace, paths: set[str], rows: dict[str, Row], d: Daemons,  # type: ignore[no-untyped-def]
                stack: contextlib.ExitStack, sink: Started, ld: Load, config, work: Path) -> None:  # fmt: skip
     sa = replace(ld, messages=args.sa_messages, sessions=args.sa_children, warmup=args.sa_children * 2,
-                 latency_n=max(20, ld.latency_n // 8), mixed_n=max(20, ld.mixed_n // 4))  # fmt: skip
+                 latency_n=20, mixed_n=max(20, ld.mixed_n // 20))  # fmt: skip
     if "spampd" in paths:
         row = Row("spampd", f"→ spampd ({args.sa_children} children) → sink")
         if shutil.which("spampd"):
