@@ -7,6 +7,8 @@ reverse zone for 127.0.0.0/8 and the forward names, so FCrDNS really completes).
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 from pathlib import Path
 
 from tests.bench.load import CorpusItem
@@ -112,9 +114,17 @@ def _message(subject: str, sender: str, body_line: str, size: int) -> bytes:
 
 
 def probe_message(size: int = 4096) -> CorpusItem:
-    """The ordinary 4 KB message the latency client and spamd-alone send."""
-    msg = _message("latency probe", "sender@src.test", "La la la la la la la la la la la la la la la la.", size)
-    return CorpusItem("ham", "sender@src.test", "rcpt@bench.test", msg)
+    """A message shaped like smtp-source's (From, To, Date, Message-Id, numbered lines of X):
+    the paced latency client and spamd-alone then send what the smtp-source runs send."""
+    date = email.utils.format_datetime(datetime.datetime.now(datetime.UTC))
+    head = (f"From: <sender@src.test>\r\nTo: <rcpt@bench.test>\r\nDate: {date}\r\n"
+            f"Message-Id: <probe.{size}@src.test>\r\n\r\n").encode()  # fmt: skip
+    lines, total, i = [], len(head), 1
+    while total + 81 <= size:
+        line = (f"{i}" + "X" * 79)[:79].encode() + b"\r\n"
+        lines.append(line)
+        total, i = total + len(line), i + 1
+    return CorpusItem("ham", "sender@src.test", "rcpt@bench.test", head + b"".join(lines))
 
 
 def corpus(size: int = 4096) -> list[CorpusItem]:
