@@ -25,6 +25,7 @@ class Row:
     p50: float = math.nan  # ms, paced at lat_rate
     p99: float = math.nan
     lat_rate: float = math.nan
+    p99_added: float = math.nan  # p99 minus the sink's p99 at the same rate
     rss_mb: float = math.nan  # peak RSS
     mixed_rate: float = math.nan  # transactions/s on the mixed corpus
     vs: str = ""  # "1.02x naive"
