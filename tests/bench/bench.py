@@ -14,6 +14,7 @@ spampd are marked n/a when those are missing. Paths (keys for --only):
   naive             -> naive aiosmtpd/aiosmtplib forwarder -> sink
   haraka            -> Haraka (smtp_forward) -> sink
   production        -> spamgate -> sink: INFO logs, metrics on, reverse DNS on (local NSD)
+  no-rdns           -> spamgate, production config with reverse_lookup = false (what the lookup costs)
   cheap             -> spamgate with local_sender + headers + rbl (local NSD) -> sink
   workers           -> spamgate with [server] workers = 2 (n/a until the engine has it)
   postfix           -> Postfix -> sink, and spamgate-postfix: -> spamgate -> Postfix -> sink
@@ -41,12 +42,11 @@ sys.path.insert(0, str(REPO))
 
 from tests.bench import scenario  # noqa: E402
 from tests.bench.measure import Load  # noqa: E402
-from tests.bench.paths import run_paths  # noqa: E402
+from tests.bench.paths import PATHS, run_paths  # noqa: E402
 from tests.bench.peers import install_haraka  # noqa: E402
 from tests.bench.report import markdown, text_table, update_readme  # noqa: E402
 
-ALL = ["sink", "naive", "haraka", "production", "cheap", "workers", "postfix", "spamgate-postfix",
-       "spampd", "spamassassin", "spamd", "reject", "idle"]  # fmt: skip
+ALL = PATHS
 QUICK = ["sink", "naive", "production"]
 NETNS_ENV = "SPAMGATE_BENCH_NETNS"
 

@@ -20,7 +20,11 @@ from tests.bench.peers import Daemons, Started, free_port, haraka_bin
 from tests.bench.report import Row, Target
 from tests.bench.spamd_load import spamd_burst, spamd_paced
 
-__all__ = ["run_paths"]
+__all__ = ["PATHS", "run_paths"]
+
+# every path, in the table's order (the keys of bench.py --only)
+PATHS = ["sink", "naive", "haraka", "production", "no-rdns", "cheap", "workers", "postfix", "spamgate-postfix",
+         "spampd", "spamassassin", "spamd", "reject", "idle"]  # fmt: skip
 
 
 def _ratio(a: Row | None, b: Row | None) -> float:
@@ -37,7 +41,8 @@ def _workers_supported(config: Path) -> str | None:
     """None if `spamgate check-config` accepts [server] workers, else its first complaint."""
     exe = Path(sys.executable).with_name("spamgate")
     res = subprocess.run([str(exe), "check-config", str(config)], capture_output=True, text=True, check=False)
-    return None if res.returncode == 0 else (res.stderr.strip().splitlines() or ["rejected"])[-1]
+    why = (res.stderr.strip().splitlines() or ["rejected"])[-1]
+    return None if res.returncode == 0 else why.split(".toml: ", 1)[-1]
 
 
 def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row], list[Target]]:
@@ -85,6 +90,10 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
                 rows["production"].p99_added = rows["production"].p99 - probe.p99
             if args.profile:
                 profile(args.profile, prod, ld)
+        if "no-rdns" in paths:
+            text = config("production", sink.port).replace("[dns]\n", "[dns]\nreverse_lookup = false\n")
+            rows["no-rdns"] = measure_smtp(Row("no-rdns", "→ spamgate, production but reverse_lookup = false → sink"),
+                                           d.spamgate("no-rdns", text), ld, d, sink)  # fmt: skip
         cheap: Started | None = None
         if paths & {"cheap", "reject"}:
             cheap = d.spamgate("cheap", config("cheap", sink.port))
@@ -209,6 +218,7 @@ def finish(rows: dict[str, Row], per_session: float) -> tuple[list[Row], list[Ta
     for key, bases in (
         ("sink", [("naive", g("naive"))]), ("naive", [("naive", g("naive"))]), ("haraka", [("naive", g("naive"))]),
         ("production", [("naive", g("naive")), ("Haraka", g("haraka"))]), ("cheap", [("naive", g("naive"))]),
+        ("no-rdns", [("naive", g("naive")), ("production", g("production"))]),
         ("workers", [("1 worker", g("production"))]), ("postfix", [("Postfix", g("postfix"))]),
         ("spamgate-postfix", [("Postfix", g("postfix"))]), ("spampd", [("spampd", g("spampd"))]),
         ("spamassassin", [("spamd", g("spamd")), ("spampd", g("spampd"))]), ("spamd", [("spamd", g("spamd"))]),
@@ -226,6 +236,4 @@ def finish(rows: dict[str, Row], per_session: float) -> tuple[list[Row], list[Ta
         Target("p99 added latency vs sink alone", prod.p99_added if prod else math.nan, "≤ 5 ms", " ms"),
         Target("RSS per idle session", per_session, "≤ 50 KB", " KB"),
     ]
-    order = ["sink", "naive", "haraka", "production", "cheap", "workers", "postfix", "spamgate-postfix", "spampd",
-             "spamassassin", "spamd", "reject", "idle"]  # fmt: skip
-    return [rows[k] for k in order if k in rows], [t for t in targets if not math.isnan(t.measured)]
+    return [rows[k] for k in PATHS if k in rows], [t for t in targets if not math.isnan(t.measured)]
