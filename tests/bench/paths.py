@@ -45,6 +45,17 @@ def _workers_supported(config: Path) -> str | None:
     return None if res.returncode == 0 else why.split(".toml: ", 1)[-1]
 
 
+def _log_errors(rows: dict[str, Row], work: Path) -> None:
+    """Note ERROR lines in each spamgate log: a benchmark of a proxy busy logging tracebacks is no benchmark."""
+    for key, row in rows.items():
+        log = work / f"{key}.log"
+        if key in ("sink", "naive", "haraka", "postfix", "spampd", "spamd") or not log.exists():
+            continue
+        errors = sum(1 for line in log.open(errors="replace") if " ERROR " in line)
+        if errors:
+            row.note += f" spamgate logged {errors} ERROR lines (see --keep);"
+
+
 def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row], list[Target]]:
     paths = set(args.paths)
     rows: dict[str, Row] = {}
@@ -129,6 +140,7 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
     finally:
         stack.close()
         d.stop_all()
+        _log_errors(rows, work)
     return finish(rows, per_session)
 
 
