@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(postfix spamassassin spamd spamc swaks nsd prometheus dovecot-core openssl ca-certificates publicsuffix nmap
               clamav-daemon
-              systemd chromium
+              systemd chromium iproute2
               python3-venv)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
