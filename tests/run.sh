@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(postfix spamassassin spamd spamc swaks nsd prometheus dovecot-core openssl ca-certificates publicsuffix
-              clamav-daemon
+              clamav-daemon redis-server haproxy
               systemd chromium
               python3-venv)
 
