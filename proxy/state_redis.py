@@ -90,8 +90,9 @@ class RedisStore:
         self._sentinel: Sentinel | None = None
         if url.startswith("redis+sentinel://"):
             sentinels, service, db, password = parse_sentinel_url(url)
-            self._sentinel = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": timeout,
-                                                                  "socket_connect_timeout": timeout}, **common)
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                sentinels, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout}, **common
+            )
             self.client: aioredis.Redis = self._sentinel.master_for(service, db=db, password=password)
         elif url.startswith(("redis://", "rediss://", "unix://")):
             self.client = aioredis.Redis.from_url(url, **common)
