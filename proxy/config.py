@@ -52,6 +52,7 @@ class Listener(_Model):
     tls_key: str | None = None
     allow_plaintext_auth: bool = False
     proxy_protocol: bool = False
+    trusted_proxies: Networks = ()
     reuse_port: bool = False
 
     @model_validator(mode="after")
@@ -60,8 +61,11 @@ class Listener(_Model):
             raise ValueError("tls_cert and tls_key go together")
         if self.role == "smtps" and self.tls_cert is None:
             raise ValueError("role 'smtps' needs tls_cert and tls_key")
-        if self.proxy_protocol:
-            raise ValueError("proxy_protocol is not supported yet")
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ValueError("proxy_protocol = true needs trusted_proxies (the balancers that may send PROXY headers)")
+        if self.proxy_protocol and self.role == "smtps":
+            # The header precedes the TLS handshake, which aiosmtpd's implicit TLS does first.
+            raise ValueError("proxy_protocol is not supported on role 'smtps' (use STARTTLS listeners)")
         return self
 
     @property
@@ -180,6 +184,23 @@ class Dns(_Model):
         return v
 
 
+class State(_Model):
+    """Where counters shared by instances live: greylisting, rate limits, penalty boxes."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    key_prefix: str = "spamgate:"
+    timeout: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> State:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("backend 'redis' needs url (redis://, rediss:// or redis+sentinel://)")
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            raise ValueError("url must start with redis://, rediss://, unix:// or redis+sentinel://")
+        return self
+
+
 class Metrics(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -240,6 +261,7 @@ class Config(_Model):
     actions: Actions = Field(default_factory=Actions)
     auth: Auth = Field(default_factory=Auth)
     dns: Dns = Field(default_factory=Dns)
+    state: State = Field(default_factory=State)
     metrics: Metrics = Field(default_factory=Metrics)
     console: Console = Field(default_factory=Console)
     filters: dict[str, FilterTable] = Field(default_factory=dict)
@@ -285,7 +307,7 @@ class Config(_Model):
                            "so nobody can log in to send there")
         return out
 
-    def filter_env(self) -> FilterEnv:
+    def filter_env(self, state: Any = None) -> FilterEnv:
         d = self.dns
         return FilterEnv(
             hostname=self.server.hostname,
@@ -293,6 +315,7 @@ class Config(_Model):
             dns=DnsSettings(d.effective_nameservers, d.port, d.timeout, d.attempts, d.cache_size),
             state_dir=self.server.state_dir,
             sender_login_map=self.auth.sender_login_map,
+            state=state,
         )
 
 

@@ -49,14 +49,14 @@ def _settings(t: FilterTable) -> FilterSettings:
     )
 
 
-def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config) -> Filter:
+def _load(name: str, table: FilterTable, ep: EntryPoint, cfg: Config, state: Any = None) -> Filter:
     where = f"{cfg.source}: [filters.{name}]"
     try:
         factory = ep.load()
     except Exception as exc:
         raise PluginError(f"{where}: cannot import {ep.value} from {_dist(ep)}: {exc!r}") from exc
     try:
-        flt = factory(name, table.options, cfg.filter_env())
+        flt = factory(name, table.options, cfg.filter_env(state))
     except OptionError as exc:
         raise PluginError(f"{where}.{exc.key}: {exc.message} (filter {name!r} from {_dist(ep)})") from exc
     except Exception as exc:
@@ -114,7 +114,7 @@ def learner_from(cfg: Config | None, name: str = DEFAULT_LEARNER, overrides: dic
     return flt
 
 
-def build_pipeline(cfg: Config) -> Pipeline:
+def build_pipeline(cfg: Config, state: Any = None) -> Pipeline:
     available = discover()
     slots = []
     for name, table in cfg.enabled_filters.items():
@@ -125,7 +125,7 @@ def build_pipeline(cfg: Config) -> Pipeline:
                 f"{cfg.source}: [filters.{name}]: no filter named {name!r} is installed "
                 f"(entry point group {ENTRY_POINT_GROUP}; installed: {known})"
             )
-        slots.append(Slot(_load(name, table, ep, cfg), _settings(table)))
+        slots.append(Slot(_load(name, table, ep, cfg, state), _settings(table)))
     return Pipeline(slots, listener=record_outcome)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from spamgate.filters.sdk.api import ReadyCheck
+from spamgate.filters.sdk.state import MemoryStore, StateStore
 from spamgate.filters.services.dns import probe, shared_resolver
 from spamgate.proxy import metrics
 from spamgate.proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
@@ -24,6 +25,7 @@ from spamgate.proxy.rdns import ReverseResolver
 from spamgate.proxy.relay import BackendProtocol, SmtpBackend
 from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
 from spamgate.proxy.smtp import GateSMTP, spawn
+from spamgate.proxy.state_redis import RedisStore
 
 __all__ = ["Server", "make_backend", "tls_context"]
 
@@ -63,8 +65,17 @@ def uses_dns(cfg: Config) -> bool:
     return cfg.dns.reverse_lookup or bool(dns_filters & set(cfg.enabled_filters))
 
 
+def make_state_store(cfg: Config) -> StateStore:
+    """[state]: the store the server owns and hands to every filter generation (FilterEnv.state)."""
+    st = cfg.state
+    if st.backend == "redis" and st.url is not None:
+        return RedisStore(st.url, st.key_prefix, st.timeout)
+    return MemoryStore()
+
+
 def build_runtime(
-    cfg: Config, counter: SessionCounter, backend: BackendProtocol | None = None, penalties: Penalties | None = None
+    cfg: Config, counter: SessionCounter, backend: BackendProtocol | None = None, penalties: Penalties | None = None,
+    state: StateStore | None = None,
 ) -> Runtime:
     """Everything a config generation needs; raises ConfigError/PluginError before anything starts.
 
@@ -73,7 +84,7 @@ def build_runtime(
     """
     for lst in cfg.listen:
         tls_context(lst, cfg.source)
-    pipeline = build_pipeline(cfg)
+    pipeline = build_pipeline(cfg, state)
     authenticator = _authenticator(cfg)
     qdir = cfg.pipeline.quarantine_dir or str(Path(cfg.server.state_dir) / "quarantine")
     rdns = None
@@ -97,7 +108,8 @@ class Server:
         self.config_path = config_path
         self.counter = SessionCounter()
         self.penalties = make_penalty_box(cfg.auth)
-        self.runtime = build_runtime(cfg, self.counter, penalties=self.penalties)
+        self.state_store = make_state_store(cfg)
+        self.runtime = build_runtime(cfg, self.counter, penalties=self.penalties, state=self.state_store)
         self.servers: list[asyncio.Server] = []
         self.sessions: weakref.WeakSet[GateSMTP] = weakref.WeakSet()
         self.health: HealthServer | None = None
@@ -135,6 +147,8 @@ class Server:
                 # A fail-open filter's dependency being down degrades filtering but mail still flows.
                 self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
                                       critical=slot.settings.on_error == "tempfail")
+        if isinstance(self.state_store, RedisStore):
+            self.health.add_check("state", self.state_store.ping, critical=False)
         if uses_dns(self.cfg):
             # Reverse lookups and DNS lists degrade without a resolver; mail still flows.
             self.health.add_check("dns", self._dns_ready, critical=False)
@@ -188,10 +202,12 @@ class Server:
                 (lst.host, lst.port, lst.role) for lst in self.cfg.listen
             ]:
                 raise ConfigError(f"{self.config_path}: listen: changing listeners needs a restart")
+            if cfg.state != self.cfg.state:
+                raise ConfigError(f"{self.config_path}: state: changing the state store needs a restart")
             same_backend = cfg.backend == self.cfg.backend
             self.penalties.reconfigure(cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.penalty_seconds)
             runtime = build_runtime(cfg, self.counter, self.runtime.backend if same_backend else None,
-                                    self.penalties)
+                                    self.penalties, self.state_store)
         except (ConfigError, PluginError) as exc:
             metrics.CONFIG_RELOADS.labels("error").inc()
             log.error("reload failed, keeping the running config: %s", exc)
@@ -233,6 +249,7 @@ class Server:
                 await self._goodbye(s)
         await self.runtime.pipeline.close()
         await self.runtime.backend.close()
+        await self.state_store.close()
         if self.runtime.authenticator is not None:
             await self.runtime.authenticator.close()
         if self.health is not None:

@@ -26,6 +26,7 @@ from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.options import IPNetwork
 from spamgate.proxy import metrics, replies
 from spamgate.proxy.logs import bind_session
+from spamgate.proxy.proxy_protocol import ProxyHeaderError, read_proxy_header
 from spamgate.proxy.relay import BackendReply
 from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
@@ -46,6 +47,7 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(_BACKGROUND.discard)
 
 
+PROXY_HEADER_TIMEOUT = 5.0  # a balancer writes its header at once; a slow one is a broken one
 _HOOKS = ("HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "exception")
 # <local@domain> with a dot-atom local part and a host-name domain: the overwhelming majority.
 _PLAIN_ADDR = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -169,6 +171,8 @@ class GateSMTP(AuthMixin, SMTP):
         self._errors = 0
         self._connect_task: asyncio.Task[None] | None = None
         self._session_id = ""
+        self._await_proxy = False
+        self._sslobj: Any = None
 
     async def _run_command(self, name: str, arg: str | None) -> None:
         phase = name.lower()
@@ -211,6 +215,17 @@ class GateSMTP(AuthMixin, SMTP):
             id=self._session_id, runtime=rt, listener=self.listener_label, role=self.role,
             peer_ip=str(peer[0]), peer_port=int(peer[1]),
         )
+        self._sslobj = sslobj
+        lst = rt.listener(self.listener_label)
+        if lst.proxy_protocol and _exempt(self.state.peer_ip, lst.trusted_proxies):
+            # The real client is named by the header: admission, logs and filters wait for it.
+            self._await_proxy = True
+            return
+        self._admit()
+
+    def _admit(self) -> None:
+        """Limits, the connect log line, session metrics and the connect-phase filters, for the real client."""
+        rt = self.runtime
         limits = rt.cfg.limits
         if rt.shutting_down:
             self._refused = replies.SHUTTING_DOWN
@@ -229,8 +244,8 @@ class GateSMTP(AuthMixin, SMTP):
         rt.counter.add(self.state.peer_ip)
         metrics.SESSIONS.labels(self.listener_label).inc()
         metrics.SESSIONS_ACTIVE.labels(self.listener_label).inc()
-        if sslobj is not None:
-            self._note_tls(sslobj)
+        if self._sslobj is not None:
+            self._note_tls(self._sslobj)
         log.info("connect client=[%s]:%d listener=%s", self.state.peer_ip,
                  self.state.peer_port, self.listener_label)
         self._connect_task = self.loop.create_task(self.state.on_connect())
@@ -243,7 +258,33 @@ class GateSMTP(AuthMixin, SMTP):
         self.state.tls = f"using {version} with cipher {cipher}"
         metrics.TLS_SESSIONS.labels(self.listener_label, str(version)).inc()
 
+    async def _read_proxy_header(self) -> bool:
+        """True when the session goes on; a health check or a bad header closes it here."""
+        self._await_proxy = False
+        try:
+            info = await read_proxy_header(self._reader, PROXY_HEADER_TIMEOUT)
+        except ProxyHeaderError as exc:
+            metrics.SESSIONS_REFUSED.labels(self.listener_label, "proxy_header").inc()
+            log.warning("proxy=%s refused: %s", self.state.peer_ip, exc)
+            await self.push("421 4.7.0 Bad or missing PROXY protocol header")
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        if info is None or info.local or info.source is None:
+            # The balancer's own health check (connect-close, LOCAL): served quietly, never a session.
+            log.debug("proxy=%s health check", self.state.peer_ip)
+            if info is None:
+                return False
+            return True
+        self.state.peer_ip, self.state.peer_port = info.source
+        self._admit()
+        return True
+
     async def _handle_client(self) -> None:
+        if self._await_proxy and not await self._read_proxy_header():
+            if self.transport is not None:
+                self.transport.close()
+            return
         if self._refused is not None:
             await self.push(str(self._refused))
             if self.transport is not None:
@@ -269,6 +310,14 @@ class GateSMTP(AuthMixin, SMTP):
         """Wait for the connect-phase filters (they started when the client connected)."""
         if self._connect_task is not None:
             await asyncio.shield(self._connect_task)
+
+    async def smtp_PROXY(self, arg: str | None) -> None:
+        """A PROXY line from a client not in trusted_proxies: refused, or anyone could claim any address."""
+        metrics.SESSIONS_REFUSED.labels(self.listener_label, "proxy_untrusted").inc()
+        log.warning("client=%s refused: PROXY header from an untrusted address", self.state.peer_ip)
+        await self.push("554 5.7.0 PROXY header not accepted from this address")
+        if self.transport is not None:
+            self.transport.close()
 
     # -- replies ----------------------------------------------------------------
 

@@ -318,6 +318,9 @@ class FilterEnv:
     dns: DnsSettings = field(default_factory=DnsSettings)
     state_dir: str = "/var/lib/spamgate"
     sender_login_map: str | None = None  # [auth] sender_login_map: which logins own which senders
+    # The engine's shared StateStore (spamgate.filters.sdk.state), owned by the server. Typed
+    # loosely because the SDK's layers put state above api; None: the filter makes its own.
+    state: Any = None
 
     def is_local_domain(self, domain: str | None) -> bool:
         if not domain:
