@@ -25,7 +25,7 @@ from aiosmtpd.smtp import SMTP, TLSSetupException, _AuthMechAttr, login_always_f
 from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.options import IPNetwork
 from spamgate.proxy import metrics, replies
-from spamgate.proxy.logs import bind_session
+from spamgate.proxy.logs import SESSION, bind_session
 from spamgate.proxy.proxy_protocol import ProxyHeaderError, read_proxy_header
 from spamgate.proxy.relay import BackendReply
 from spamgate.proxy.replies import enhance, format_multiline
@@ -303,8 +303,11 @@ class GateSMTP(AuthMixin, SMTP):
             self._connect_task.cancel()
         if self.state.txn is not None:
             spawn(self.state.abort_transaction())
-        # connection_lost runs outside the session's tasks: name the session explicitly.
-        log.info("disconnect transactions=%d", self.state.transactions, extra={"session": self.state.id})
+        # connection_lost runs outside the session's tasks: bind the session for this one line.
+        # (extra={"session": ...} collides with the record factory's own field: KeyError.)
+        token = SESSION.set(self.state.id)
+        log.info("disconnect transactions=%d", self.state.transactions)
+        SESSION.reset(token)
 
     async def _connected(self) -> None:
         """Wait for the connect-phase filters (they started when the client connected)."""
