@@ -54,6 +54,7 @@ class Listener(_Model):
     tls_key: str | None = None
     allow_plaintext_auth: bool = False
     proxy_protocol: bool = False
+    trusted_proxies: Networks = ()
     reuse_port: bool = False
 
     @model_validator(mode="after")
@@ -62,8 +63,11 @@ class Listener(_Model):
             raise ValueError("tls_cert and tls_key go together")
         if self.role == "smtps" and self.tls_cert is None:
             raise ValueError("role 'smtps' needs tls_cert and tls_key")
-        if self.proxy_protocol:
-            raise ValueError("proxy_protocol is not supported yet")
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ValueError("proxy_protocol = true needs trusted_proxies (the balancers that may send PROXY headers)")
+        if self.proxy_protocol and self.role == "smtps":
+            # The header precedes the TLS handshake, which aiosmtpd's implicit TLS does first.
+            raise ValueError("proxy_protocol is not supported on role 'smtps' (use STARTTLS listeners)")
         return self
 
     @property
@@ -175,15 +179,23 @@ class Dns(DnsSettings):
 
 
 class State(_Model):
-    """``[state]``: where counters and flags that expire live (penalty box, session counts, DNS answers).
-
-    ``memory`` keeps them in this process; a shared backend (issue 13: Redis) lets several
-    instances count together. ``key_prefix`` and ``timeout`` are for shared backends.
+    """``[state]``: where counters and flags that expire live (penalty box, session counts, DNS
+    answers, greylisting, rate limits). ``memory`` keeps them in this process; ``redis`` lets
+    several instances count together.
     """
 
-    backend: Literal["memory"] = "memory"
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None
     key_prefix: str = "spamgate:"
     timeout: float = Field(default=0.5, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _check(self) -> State:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("backend 'redis' needs url (redis://, rediss:// or redis+sentinel://)")
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            raise ValueError("url must start with redis://, rediss://, unix:// or redis+sentinel://")
+        return self
 
 
 class Metrics(_Model):

@@ -24,8 +24,9 @@ from spamgate.proxy.quarantine import Quarantine
 from spamgate.proxy.rdns import ReverseResolver
 from spamgate.proxy.relay import BackendProtocol, SmtpBackend
 from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
-from spamgate.proxy.smtp import GateSMTP, spawn
+from spamgate.proxy.smtp import GateSMTP, proxy_header_peer, socket_peer, spawn
 from spamgate.proxy.state import StateSeam, make_state
+from spamgate.proxy.state_redis import RedisStore
 
 __all__ = ["Server", "make_backend", "tls_context"]
 
@@ -120,7 +121,8 @@ class Server:
         self.ports: dict[str, int] = {}
 
     def _factory(self, label: str, ctx: ssl.SSLContext | None) -> GateSMTP:
-        proto = GateSMTP(self.runtime, label, ctx)
+        source = proxy_header_peer if self.runtime.listener(label).proxy_protocol else socket_peer
+        proto = GateSMTP(self.runtime, label, ctx, address_source=source)
         self.sessions.add(proto)
         return proto
 
@@ -149,6 +151,9 @@ class Server:
                 # A fail-open filter's dependency being down degrades filtering but mail still flows.
                 self.health.add_check(f"filter:{slot.name}", self._filter_ready(slot.name),
                                       critical=slot.settings.on_error == "tempfail")
+        if isinstance(self.state.store, RedisStore):
+            # Features on the store follow their on_state_error; mail flows while Redis is down.
+            self.health.add_check("state", self.state.store.ping, critical=False)
         if uses_dns(self.cfg):
             # Reverse lookups and DNS lists degrade without a resolver; mail still flows.
             self.health.add_check("dns", self._dns_ready, critical=False)

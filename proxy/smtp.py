@@ -29,6 +29,7 @@ from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.options import IPNetwork
 from spamgate.proxy import metrics, replies
 from spamgate.proxy.logs import bind_session
+from spamgate.proxy.proxy_protocol import ProxyHeaderError, read_proxy_header
 from spamgate.proxy.relay import BackendReply
 from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
@@ -59,9 +60,41 @@ AddressSource = Callable[["GateSMTP"], Awaitable["tuple[str, int] | None"]]
 
 
 async def socket_peer(gate: GateSMTP) -> tuple[str, int] | None:
-    """The default address source: the TCP peer (issue 13 adds one that reads a PROXY header first)."""
+    """The default address source: the TCP peer."""
     peer = gate.transport.get_extra_info("peername") if gate.transport is not None else None
     return (str(peer[0]), int(peer[1])) if peer else ("unknown", 0)
+
+
+PROXY_HEADER_TIMEOUT = 5.0  # a balancer writes its header at once; a slow one is a broken one
+
+
+async def proxy_header_peer(gate: GateSMTP) -> tuple[str, int] | None:
+    """The address source of a ``proxy_protocol`` listener: the client a trusted balancer names.
+
+    Only a peer in ``trusted_proxies`` is read for a header (anyone else is a client, and a
+    PROXY line from it is refused by ``smtp_PROXY``). A bad or missing header is a 421; the
+    balancer's health check (connect and close, or PROXY LOCAL) is served quietly, never a
+    session in the logs.
+    """
+    peer = await socket_peer(gate)
+    assert peer is not None
+    lst = gate.runtime.listener(gate.listener_label)
+    if not _exempt(peer[0], lst.trusted_proxies):
+        return peer
+    try:
+        info = await read_proxy_header(gate._reader, PROXY_HEADER_TIMEOUT)
+    except ProxyHeaderError as exc:
+        metrics.SESSIONS_REFUSED.labels(gate.listener_label, "proxy_header").inc()
+        log.warning("proxy=%s refused: %s", peer[0], exc)
+        await gate.push("421 4.7.0 Bad or missing PROXY protocol header")
+        return None
+    if info is None:
+        log.debug("proxy=%s health check (connect and close)", peer[0])
+        return None
+    if info.local or info.source is None:
+        log.debug("proxy=%s health check (PROXY LOCAL)", peer[0])
+        return peer
+    return info.source
 
 
 @functools.lru_cache(maxsize=16)
@@ -263,6 +296,14 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         """Wait for the connect-phase filters (they started when the client was admitted)."""
         if self._connect_task is not None:
             await asyncio.shield(self._connect_task)
+
+    async def smtp_PROXY(self, arg: str | None) -> None:
+        """A PROXY line from a client not in trusted_proxies: refused, or anyone could claim any address."""
+        metrics.SESSIONS_REFUSED.labels(self.listener_label, "proxy_untrusted").inc()
+        log.warning("client=%s refused: PROXY header from an untrusted address", self.state.peer_ip)
+        await self.push("554 5.7.0 PROXY header not accepted from this address")
+        if self.transport is not None:
+            self.transport.close()
 
     # -- replies ----------------------------------------------------------------
 

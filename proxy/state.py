@@ -124,6 +124,9 @@ class StateSeam:
 
 
 def make_state(cfg: State) -> StateSeam:
-    """The store ``[state] backend`` names (issue 13 adds "redis" with ``url``)."""
-    assert cfg.backend == "memory"  # the config model admits nothing else yet
+    """The store ``[state] backend`` names: this process's memory, or Redis shared by instances."""
+    if cfg.backend == "redis" and cfg.url is not None:
+        from spamgate.proxy.state_redis import RedisStore
+
+        return StateSeam(RedisStore(cfg.url, cfg.key_prefix, cfg.timeout), shared=True)
     return StateSeam(MemoryStore(), shared=False)

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(postfix spamassassin spamd spamc swaks nsd prometheus dovecot-core openssl ca-certificates publicsuffix nmap
-              clamav-daemon
+              clamav-daemon redis-server haproxy
               systemd chromium iproute2
               python3-venv)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from spamgate.filters.sender_auth.dkim_check import DkimVerification
 from spamgate.filters.sender_auth.dmarc import DmarcResult
-from spamgate.filters.sender_auth.spf import SpfResult
+from spamgate.filters.services.spf import SpfResult
 
 __all__ = ["DEFAULT_SCORES", "AuthOutcome", "auth_results_value", "outcome_symbols", "submission_results_value"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Literal
 
-from spamgate.filters.sender_auth.spf import SpfResult
 from spamgate.filters.services.auth_dns import AuthDns, DnsTempError
 from spamgate.filters.services.public_suffix import PublicSuffixList
+from spamgate.filters.services.spf import SpfResult
 
 __all__ = ["DmarcRecord", "DmarcResult", "aligned", "check_dmarc", "evaluate", "find_record", "from_domain",
            "parse_record"]

@@ -35,10 +35,10 @@ from spamgate.filters.sender_auth.auth_results import (
 from spamgate.filters.sender_auth.dkim_check import DkimVerification, verify_dkim
 from spamgate.filters.sender_auth.dkim_sign import DEFAULT_SIGN_HEADERS, SigningKey, load_signing_key, sign_message
 from spamgate.filters.sender_auth.dmarc import check_dmarc
-from spamgate.filters.sender_auth.spf import SpfResult, check_spf
 from spamgate.filters.services.auth_dns import AuthDns
 from spamgate.filters.services.dns import CachingResolver
 from spamgate.filters.services.public_suffix import DEFAULT_PSL_PATH, load_psl
+from spamgate.filters.services.spf import SpfResult, check_spf
 
 __all__ = ["SenderAuthFilter", "SenderAuthOptions", "SigningDomain"]
 

@@ -158,7 +158,7 @@ class Daemons:
         cfg.write_text(config)
         port = int(config.split("[[listen]]", 1)[1].split("port = ", 1)[1].split("\n", 1)[0])
         exe = Path(sys.executable).with_name("spamgate")
-        cmd = [str(exe), "run", "--config", str(cfg)] if exe.exists() else [sys.executable, "-m", "proxy", "run",
-                                                                              "--config", str(cfg)]  # fmt: skip
+        cmd = ([str(exe), "run", "--config", str(cfg)] if exe.exists()
+               else [sys.executable, "-m", "spamgate.proxy", "run", "--config", str(cfg)])
         proc = self.spawn(name, cmd, port)
         return Started(name, port, proc.pid)

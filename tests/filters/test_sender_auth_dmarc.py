@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from spamgate.filters.sender_auth.dmarc import DmarcRecord, aligned, check_dmarc, evaluate, from_domain, parse_record
-from spamgate.filters.sender_auth.spf import SpfResult
 from spamgate.filters.services.auth_dns import DnsTempError
 from spamgate.filters.services.public_suffix import DEFAULT_PSL_PATH, PublicSuffixList, load_psl
+from spamgate.filters.services.spf import SpfResult
 from tests.filters.sender_auth_support import FakeDns
 
 PSL = PublicSuffixList(["com", "org", "uk", "co.uk", "*.ck", "!www.ck", "test"])

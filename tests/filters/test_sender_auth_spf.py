@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from spamgate.filters.sender_auth.spf import check_spf
 from spamgate.filters.services.auth_dns import DnsTempError
+from spamgate.filters.services.spf import check_spf
 from tests.filters.sender_auth_support import FakeDns
 
 ZONE: dict[tuple[str, str], Any] = {

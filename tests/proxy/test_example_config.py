@@ -19,7 +19,7 @@ def test_example_config_loads() -> None:
     assert cfg.backend.host == "127.0.0.1" and cfg.backend.port == 10025
     assert cfg.limits.max_message_size == 10485760
     assert set(cfg.filters) == {"local_sender", "rbl", "sender_auth", "headers", "spamassassin", "antivirus",
-                                "attachments"}
+                                "attachments", "greylist", "ratelimit"}
 
 
 def test_every_filter_table_builds_with_its_options() -> None:

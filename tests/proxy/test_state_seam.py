@@ -135,6 +135,8 @@ def test_state_config_and_filter_env(tmp_path: Path) -> None:
     env = filter_env(cfg, store)
     assert env.state is store
     assert env == filter_env(cfg) and hash(env) == hash(filter_env(cfg)), "the store is not part of equality"
-    for bad in ({"backend": "redis"}, {"colour": "blue"}, {"timeout": 0}):
+    for bad in ({"colour": "blue"}, {"timeout": 0}, {"backend": "etcd"}):
         with pytest.raises(ConfigError, match=r"state\."):
             parse_config(_cfg(tmp_path, **bad))
+    with pytest.raises(ConfigError, match=r"state: backend 'redis' needs url"):
+        parse_config(_cfg(tmp_path, backend="redis"))
