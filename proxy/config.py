@@ -133,11 +133,15 @@ class Auth(_Model):
     password_file: str | None = None
     dovecot_socket: str | None = None
     sender_login_map: str | None = None
+    # Beyond local_domains, the domains an mx listener takes mail for from anyone (e.g. as a backup MX).
+    relay_domains: tuple[str, ...] = ()
+    # Clients that may relay to any domain without logging in (Postfix's mynetworks; default: none).
+    relay_networks: Networks = ()
     max_failures: int = Field(default=5, ge=1)
     failure_window: float = Field(default=300.0, gt=0)
     penalty_seconds: float = Field(default=900.0, ge=0)
 
-    @field_validator("local_domains")
+    @field_validator("local_domains", "relay_domains")
     @classmethod
     def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(d.lower().strip(".") for d in v)
@@ -282,7 +286,8 @@ class Config(_Model):
             out.append(f"[filters.{LOCAL_SENDER}] mode = observe: spoofed local senders are only logged, not refused")
         if not self.auth.local_domains:
             out.append("auth.local_domains is empty: spamgate cannot tell local senders, so nobody has to log in "
-                       "to send as your domain")
+                       "to send as your domain, and it cannot refuse relaying: the backend alone decides (give it "
+                       "XCLIENT, see deploy/postfix/)")
         for lst in self.listen:
             if lst.role in ("submission", "smtps") and self.auth.backend == "none":
                 out.append(f"listen {lst.label!r} (role {lst.role}) requires AUTH, but auth.backend = none: "

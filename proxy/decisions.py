@@ -7,11 +7,13 @@ then does it; keeping them pure is what makes every rule here trivially testable
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from spamgate.filters.sdk.api import QUARANTINE_NOTE, Reply
+from spamgate.filters.sdk.options import IPNetwork
 from spamgate.filters.sdk.runner import PhaseResult, Scoreboard, ScoreEntry
 from spamgate.filters.sdk.scoring import Action
 from spamgate.proxy import replies
@@ -27,6 +29,7 @@ __all__ = [
     "held_at_rcpt",
     "is_exempt",
     "reasons",
+    "relay_denied",
     "spam_reject",
 ]
 
@@ -36,6 +39,34 @@ AUTH_ROLES = frozenset({"submission", "smtps"})
 def auth_required(role: str, login: str | None) -> bool:
     """The engine's own rule, whatever filters are configured: submission is for users."""
     return role in AUTH_ROLES and login is None
+
+
+RELAY_DENIED = "Relay access denied"
+
+
+def _in_domains(domain: str, domains: Iterable[str]) -> bool:
+    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+def relay_denied(
+    role: str, login: str | None, rcpt: str, client: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+    local_domains: Sequence[str], relay_domains: Sequence[str], relay_networks: Sequence[IPNetwork],
+) -> Reply | None:
+    """Postfix's reject_unauth_destination, in the engine: an mx listener takes mail for our
+    domains from anyone, and mail for elsewhere only from logged-in users or relay_networks.
+
+    The backend cannot be trusted to decide this: one that is not given the client's address
+    (no XCLIENT) sees spamgate's own, which its mynetworks usually trusts. Without
+    local_domains there is nothing to decide by (check-config warns), so the backend decides.
+    """
+    if role != "mx" or login is not None or not local_domains:
+        return None
+    domain = rcpt.rsplit("@", 1)[-1].strip().strip("[]").lower().rstrip(".") if "@" in rcpt else ""
+    if domain and _in_domains(domain, (*local_domains, *relay_domains)):
+        return None
+    if client is not None and any(client in net for net in relay_networks):
+        return None
+    return Reply(554, "5.7.1", f"<{rcpt}>: {RELAY_DENIED}")
 
 
 def held_at_mail(held: PhaseResult | None, defer_rejects: bool) -> Reply | None:

@@ -196,6 +196,7 @@ class SmtpBackend:
         self.helo_name = cfg.helo_name or helo_name
         self._idle: collections.deque[tuple[float, aiosmtplib.SMTP]] = collections.deque()
         self.outage = Outage(f"backend {cfg.host}:{cfg.port}", log)
+        self._warned_anonymous = False
 
     async def _connect(self) -> aiosmtplib.SMTP:
         conn = aiosmtplib.SMTP(
@@ -262,6 +263,13 @@ class SmtpBackend:
             # The EHLO after XCLIENT sets the HELO name Postfix logs and checks: the client's, not ours.
             await conn.ehlo(hostname=client.helo if client.helo and client.helo.isascii() else None)
             return False
+        if not conn.supports_extension("xforward") and not self._warned_anonymous:
+            # Once per process: the backend's relay and rate checks see spamgate's address for everyone.
+            self._warned_anonymous = True
+            log.warning("backend %s:%d offers neither XCLIENT nor XFORWARD to us: it sees every client as "
+                        "spamgate's own address; authorise us (smtpd_authorized_xclient_hosts, deploy/postfix/) "
+                        "and set [auth] local_domains so spamgate refuses relaying itself", self.cfg.host,
+                        self.cfg.port)
         return conn.supports_extension("xforward")
 
     async def begin(self, client: ClientFacts) -> Transaction:

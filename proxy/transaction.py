@@ -27,6 +27,7 @@ from spamgate.proxy.decisions import (
     held_at_mail,
     held_at_rcpt,
     reasons,
+    relay_denied,
 )
 from spamgate.proxy.message import build_final, canonicalize, find_bare_newlines, format_header, received_header
 from spamgate.proxy.relay import BackendError, BackendReply
@@ -128,6 +129,14 @@ class TransactionController:
         if held is not None:
             txn.rejected_rcpts += 1
             return held
+        a = cfg.auth
+        denied = relay_denied(st.role, st.login, address, st.info().peer_address, a.local_domains, a.relay_domains,
+                              a.relay_networks)
+        if denied is not None:
+            txn.rejected_rcpts += 1
+            metrics.LIMITS.labels("relay_denied").inc()
+            log.info("relay=denied rcpt=<%s>", address)
+            return denied
         result = await self._run(Phase.RCPT, st.context(Phase.RCPT, rcpt=address), txn.board)
         if result.reply is not None:
             txn.rejected_rcpts += 1

@@ -52,6 +52,15 @@ def test_the_header_form_of_the_spoof_is_refused_at_data(minimal: MinimalFactory
     postfix.wait_for(lambda m: ok_mid.encode() in m, rcpt="professor@example.edu")
 
 
+def test_an_outsider_cannot_relay_to_elsewhere(minimal: MinimalFactory, postfix: Postfix) -> None:
+    # Not an open relay from the minimal config, whatever the backend would allow spamgate itself.
+    sg = minimal(LOCAL)
+    res = send(sg.port, "spammer@outside.example", ["victim@elsewhere.example", "professor@example.edu"],
+               _msg("<spammer@outside.example>", f"{uuid.uuid4()}@relay.test"))
+    assert res.rcpt[0] == (554, "5.7.1 <victim@elsewhere.example>: Relay access denied")
+    assert res.rcpt[1][0] == 250 and res.delivered
+
+
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestCerts, Path]:
     d = tmp_path_factory.mktemp("acc-auth")

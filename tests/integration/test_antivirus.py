@@ -116,7 +116,7 @@ def test_quarantine_action_holds_the_virus(spamgate: SpamgateFactory, postfix: P
     tag, raw = tagged(attachment("eicar.txt", EICAR, "text/plain"))
     code, text = refused(sg, postfix, tag, raw)
     assert code == 250 and "quarantined as" in text
-    held = [p.read_bytes() for p in qdir.rglob("*") if p.is_file() and tag.encode() in p.read_bytes()]
+    held = [p.read_bytes() for p in qdir.rglob("*.eml") if p.is_file() and tag.encode() in p.read_bytes()]
     assert held and b"X-Spamgate-Antivirus: virus found (Eicar-Test-Signature.UNOFFICIAL)" in held[0]
 
 
