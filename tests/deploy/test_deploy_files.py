@@ -148,7 +148,8 @@ def test_containerfile_matches_config_and_repo() -> None:
 def test_compose_wires_the_six_services() -> None:
     c = compose()
     services = c["services"]
-    assert set(services) == {"postfix", "spamd", "clamd", "spamgate", "prometheus", "grafana"}
+    assert set(services) == {"postfix", "spamd", "clamd", "redis", "spamgate", "prometheus", "grafana"}
+    assert load_config(CONTAINER / "spamgate.toml").state.url == "redis://redis:6379/0"
     cfg = load_config(CONTAINER / "spamgate.toml")
     assert cfg.filters["antivirus"].options["host"] == "clamd"
     assert "clamd" in services["spamgate"]["depends_on"]
@@ -264,7 +265,10 @@ def k8s_config(tmp_path: Path) -> Config:
 
 def test_k8s_manifests(tmp_path: Path) -> None:
     docs = k8s()
-    assert {"ConfigMap/spamgate", "Deployment/spamgate", "Service/spamgate", "Service/spamgate-metrics"} <= set(docs)
+    assert {"ConfigMap/spamgate", "Deployment/spamgate", "Service/spamgate", "Service/spamgate-metrics",
+            "Deployment/spamgate-redis", "Service/spamgate-redis"} <= set(docs)
+    assert docs["Deployment/spamgate"]["spec"]["replicas"] >= 2
+    assert k8s_config(tmp_path).state.url == "redis://spamgate-redis:6379/0"
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     for res in kustomization["resources"]:
         assert (DEPLOY / "k8s" / res).is_file(), res

@@ -164,6 +164,19 @@ port = {clamd_port}
 [filters.attachments]
 enabled = true
 order = 16
+
+# The test's ordinary clients (127.0.0.0/27) are never greylisted or rate-limited; the
+# greylisting and rate-limit panels get their data from 127.0.0.40/41 (traffic_round).
+[filters.greylist]
+enabled = true
+delay = 1
+spf = false
+allowlist_networks = ["127.0.0.0/27"]
+
+[filters.ratelimit]
+enabled = true
+ip_messages_per_hour = 2
+exempt_networks = ["127.0.0.0/27"]
 """
 
 
@@ -248,6 +261,16 @@ def traffic_round(w: World, n: int) -> None:
     assert exe.data is not None and exe.data[0] == 554, exe
     broken = send(w.broken.port, "sender@example.org", ["alice@example.edu"], message(f"broken {n}"))
     assert broken.mail[0] // 100 == 4 or (broken.rcpt and broken.rcpt[0][0] // 100 == 4), broken
+    # A client the greylist has not seen: 451 first, accepted on its retry after the delay; its
+    # third message within the hour is over ip_messages_per_hour.
+    newcomer = f"127.0.0.{39 + n}"
+    first = send(sg.port, "new@example.org", ["alice@example.edu"], message(f"grey {n}"), source_address=newcomer)
+    assert first.rcpt and first.rcpt[0][0] == 451 and "Greylisted" in first.rcpt[0][1], first
+    time.sleep(1.1)
+    retry = send(sg.port, "new@example.org", ["alice@example.edu"], message(f"grey {n}"), source_address=newcomer)
+    assert retry.delivered, retry
+    third = send(sg.port, "new@example.org", ["alice@example.edu"], message(f"limit {n}"), source_address=newcomer)
+    assert third.mail[0] == 451, third
 
 
 def exposition(port: int) -> str:
@@ -303,7 +326,9 @@ def world(
             "max_failures = 2\npenalty_seconds = 300\n"
         ),
     )
-    broken = spamgate(backend_toml=f'host = "127.0.0.1"\nport = {free_port()}\nconnect_timeout = 2\n')
+    # Its backend and its shared state store (Redis) are both down: backend and Redis-health panels.
+    broken = spamgate(f'[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:{free_port()}/0"\ntimeout = 0.5\n',
+                      backend_toml=f'host = "127.0.0.1"\nport = {free_port()}\nconnect_timeout = 2\n')
     prom = Prometheus(tmp_path / "prom", targets=[f"127.0.0.1:{sg.metrics_port}", f"127.0.0.1:{broken.metrics_port}"])
     prom.start()
     try:
