@@ -104,10 +104,11 @@ async def test_rejected_recipients_are_counted(caplog: pytest.LogCaptureFixture)
     h.state.held = None
     assert (await h.ctl.on_rcpt("x@a.example", [])) == no  # the filter
     h.backend.script["rcpt"] = BackendReply(550, "5.1.1 unknown")
-    await h.ctl.on_rcpt("y@a.example", [])  # the backend
+    await h.ctl.on_rcpt("y@a.example", [])  # the backend, twice
+    await h.ctl.on_rcpt("z@a.example", [])
     await h.ctl.on_data(MSG)
     [line] = _summaries(caplog)
-    assert "rejected_rcpts=3 " in line and "rcpts=<postmaster@a.example> " in line
+    assert "rejected_rcpts=4 " in line and "rcpts=<postmaster@a.example> " in line
 
 
 async def test_max_recipients_is_counted_as_a_limit() -> None:
@@ -139,6 +140,7 @@ async def test_filters_see_the_phase_the_envelope_and_the_message() -> None:
         ("rcpt", "s@example.org", "r@example.edu", True, False, ()),
         ("data", "s@example.org", None, True, True, ("r@example.edu",)),
     ]
+    assert h.backend.commands[:2] == [("MAIL", "s@example.org"), ("RCPT", "r@example.edu")]
     assert h.backend.options == [["SMTPUTF8", "BODY=8BITMIME"], ["NOTIFY=NEVER"]]
 
 
