@@ -119,14 +119,20 @@ class EndOfData(str, enum.Enum):
 class Plan:
     """What end of DATA does: relay, quarantine, or refuse with ``reply``.
 
-    ``label`` is the transactions metric's action; ``summary`` is the log line's action.
+    ``action`` is what the score chose (the quarantine records it); ``label`` is the
+    transactions metric's action; ``why`` explains an unusual refusal in the log line.
     """
 
     kind: EndOfData
     action: Action
     label: str
-    summary: str
     reply: Reply | None = None
+    why: str = ""
+
+    @property
+    def summary(self) -> str:
+        """The summary log line's action for a refusal."""
+        return f"{self.label} ({self.why})" if self.why else self.label
 
 
 def end_of_data(
@@ -141,15 +147,14 @@ def end_of_data(
     """The one thing to do with a message that passed every filter, from its score's action."""
     if filter_hold is not None:
         if can_quarantine:
-            return Plan(EndOfData.QUARANTINE, Action.QUARANTINE, "quarantine", "quarantine")
-        return Plan(EndOfData.REFUSE, action, "reject", "reject (no quarantine_dir for a filter's quarantine)",
-                    filter_hold)
+            return Plan(EndOfData.QUARANTINE, Action.QUARANTINE, "quarantine")
+        return Plan(EndOfData.REFUSE, action, "reject", filter_hold, "no quarantine_dir for a filter's quarantine")
     wants_quarantine = action is Action.QUARANTINE or (action is Action.REJECT and quarantine_rejects)
     if wants_quarantine and can_quarantine:
-        return Plan(EndOfData.QUARANTINE, action, "quarantine", "quarantine")
+        return Plan(EndOfData.QUARANTINE, action, "quarantine")
     if action is Action.REJECT:
-        return Plan(EndOfData.REFUSE, action, "reject", "reject", spam_reject(score, why))
+        return Plan(EndOfData.REFUSE, action, "reject", spam_reject(score, why))
     if action is Action.TEMPFAIL:
-        return Plan(EndOfData.REFUSE, action, "tempfail", "tempfail", replies.SPAM_TEMPFAIL)
+        return Plan(EndOfData.REFUSE, action, "tempfail", replies.SPAM_TEMPFAIL)
     # accept, add_header, or quarantine with nowhere to put it: relay, labelled by the action.
-    return Plan(EndOfData.RELAY, action, action.value, action.value)
+    return Plan(EndOfData.RELAY, action, action.value)

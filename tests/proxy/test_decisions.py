@@ -100,6 +100,13 @@ def test_end_of_data(
     assert plan.action is (Action.QUARANTINE if hold is not None and can_q else action)
 
 
+def test_end_of_data_summaries_of_refusals() -> None:
+    plan = end_of_data(20.0, Action.ACCEPT, [], VIRUS, quarantine_rejects=False, can_quarantine=False)
+    assert plan.summary == "reject (no quarantine_dir for a filter's quarantine)"
+    assert end_of_data(20.0, Action.TEMPFAIL, [], None, quarantine_rejects=False, can_quarantine=True).summary == (
+        "tempfail")
+
+
 def test_end_of_data_quarantine_keeps_the_scores_action_for_the_record() -> None:
     plan = end_of_data(20.0, Action.REJECT, [], None, quarantine_rejects=True, can_quarantine=True)
     assert plan.action is Action.REJECT

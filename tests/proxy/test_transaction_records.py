@@ -97,17 +97,20 @@ async def test_rejected_recipients_are_counted(caplog: pytest.LogCaptureFixture)
     no = Reply(550, "5.7.1", "no")
     h = harness(OneVerdict("picky", Phase.RCPT, lambda ctx: Verdict.reject(no) if ctx.envelope.rcpt == "x@a.example"
                            else Verdict.cont()), config={"pipeline": {"defer_rejects": True}})
-    h.state.held = PhaseResult(Decision.REJECT, no, "connect_filter", ())
     await h.ctl.on_mail("sender@example.org", [])
-    assert (await h.ctl.on_rcpt("x@a.example", [])) == no  # held reject
-    assert (await h.ctl.on_rcpt("postmaster@a.example", [])) == OK
-    h.state.held = None
-    assert (await h.ctl.on_rcpt("x@a.example", [])) == no  # the filter
+    # Each kind of refusal after another one, so that each is seen adding to the count.
     h.backend.script["rcpt"] = BackendReply(550, "5.1.1 unknown")
     await h.ctl.on_rcpt("y@a.example", [])  # the backend
+    del h.backend.script["rcpt"]
+    assert (await h.ctl.on_rcpt("x@a.example", [])) == no  # the filter
+    h.state.held = PhaseResult(Decision.REJECT, no, "connect_filter", ())
+    assert (await h.ctl.on_rcpt("x@a.example", [])) == no  # the held reject
+    assert (await h.ctl.on_rcpt("postmaster@a.example", [])) == OK
+    h.backend.script["rcpt"] = BackendReply(550, "5.1.1 unknown")
+    await h.ctl.on_rcpt("postmaster@b.example", [])  # the backend again
     await h.ctl.on_data(MSG)
     [line] = _summaries(caplog)
-    assert "rejected_rcpts=3 " in line and "rcpts=<postmaster@a.example> " in line
+    assert "rejected_rcpts=4 " in line and "rcpts=<postmaster@a.example> " in line
 
 
 async def test_max_recipients_is_counted_as_a_limit() -> None:
@@ -139,6 +142,7 @@ async def test_filters_see_the_phase_the_envelope_and_the_message() -> None:
         ("rcpt", "s@example.org", "r@example.edu", True, False, ()),
         ("data", "s@example.org", None, True, True, ("r@example.edu",)),
     ]
+    assert h.backend.commands[:2] == [("MAIL", "s@example.org"), ("RCPT", "r@example.edu")]
     assert h.backend.options == [["SMTPUTF8", "BODY=8BITMIME"], ["NOTIFY=NEVER"]]
 
 
