@@ -93,6 +93,7 @@ async def proxy_header_peer(gate: GateSMTP) -> tuple[str, int] | None:
         return None
     if info.local or info.source is None:
         log.debug("proxy=%s health check (PROXY LOCAL)", peer[0])
+        gate.health_check = True
         return peer
     return info.source
 
@@ -157,6 +158,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         self.listener_label = listener
         self.role = lst.role
         self.address_source = address_source
+        self.health_check = False  # set by the address source for a balancer's PROXY LOCAL check
         self.state: SessionState
         self._started = False  # connection_made ran once: a second call is the TLS restart of STARTTLS
         self.ctl: TransactionController
@@ -242,7 +244,9 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         metrics.SESSIONS_ACTIVE.labels(self.listener_label).inc()
         if self.transport is not None:
             self._note_tls(self.transport.get_extra_info("ssl_object"))
-        log.info("connect client=[%s]:%d listener=%s", ip, port, self.listener_label)
+        # A balancer's health check (PROXY LOCAL) is served, but it is not a client's session in the logs.
+        log.log(logging.DEBUG if self.health_check else logging.INFO, "connect client=[%s]:%d listener=%s", ip,
+                port, self.listener_label)
         self._connect_task = self.loop.create_task(self.ctl.on_connect())
         return True
 
@@ -290,7 +294,8 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         # connection_lost runs outside the session's tasks, in a context of its own (a copy made for this
         # callback): bind the id there. (The record factory always sets "session": extra= can't.)
         bind_session(self.state.id)
-        log.info("disconnect transactions=%d", self.state.transactions)
+        log.log(logging.DEBUG if self.health_check else logging.INFO, "disconnect transactions=%d",
+                self.state.transactions)
 
     async def _connected(self) -> None:
         """Wait for the connect-phase filters (they started when the client was admitted)."""

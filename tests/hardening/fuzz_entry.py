@@ -121,7 +121,7 @@ def _format(text: str) -> None:
 
 def _auth(text: str) -> None:
     stub = _AuthStub()
-    _run(AuthMixin.auth_PLAIN(stub, None, ["PLAIN", text]))  # type: ignore[arg-type]
+    _run(AuthMixin.auth_PLAIN(stub, ["PLAIN", text]))  # type: ignore[arg-type]
     assert len(stub.pushed) + len(stub.logins) == 1, (stub.pushed, stub.logins)
     if stub.logins:
         blob = base64.b64decode(text, validate=True)

@@ -128,7 +128,8 @@ def test_quarantine_disk_full(sink: CountingSink, tiny_disk: Path) -> None:
     extra = f'[actions]\nquarantine = 0.0\nadd_header = 6.0\n\n[pipeline]\nquarantine_dir = "{qdir}"\n'
     with running_spamgate(SINK_BACKEND.format(port=sink.port), extra) as sg:
         ledger = load_with_faults(sg.port, clients=4, seconds=4)
-        assert_exactly_once(ledger, _quarantined(qdir), min_accepted=5)
+        # The quarantine's search index (SQLite) shares the tiny disk: only a few messages fit.
+        assert_exactly_once(ledger, _quarantined(qdir), min_accepted=2)
         full = [why for why in ledger.refused.values() if why.startswith("451 4.3.1")]
         assert full, f"the disk never filled: {ledger.summary()}"
         assert not sink.counts(), "quarantined mail must not be relayed"

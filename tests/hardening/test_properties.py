@@ -264,7 +264,7 @@ def test_auth_base64_garbage_gets_501_never_an_exception(text: str) -> None:
 @given(blob=st.binary(max_size=200))
 def test_auth_plain_splits_into_three_or_answers_501(blob: bytes) -> None:
     stub = _AuthStub()
-    asyncio.run(AuthMixin.auth_PLAIN(stub, None, ["PLAIN", base64.b64encode(blob).decode()]))  # type: ignore[arg-type]
+    asyncio.run(AuthMixin.auth_PLAIN(stub, ["PLAIN", base64.b64encode(blob).decode()]))  # type: ignore[arg-type]
     parts = blob.split(b"\x00")
     if len(parts) == 3:
         assert stub.logins == [("PLAIN", parts[1], parts[2])] and stub.pushed == []

@@ -99,7 +99,11 @@ def test_no_variant_smuggles_a_second_message(
     outcome: dict[str, tuple[str, int]] = {}
     for name, seq in VARIANTS.items():
         mid = f"{new_id()}-{name}"
-        code, text = transaction(c, sender, ["alice@example.edu"], _payload(mid, seq))
+        payload = _payload(mid, seq)
+        if direction == "outbound":
+            # A logged-in user's From: must be theirs (local_sender checks it): only smuggling is tested here.
+            payload = payload.replace(b"From: Sender <sender@example.org>", f"From: <{USER}>".encode(), 1)
+        code, text = transaction(c, sender, ["alice@example.edu"], payload)
         outcome[name] = (mid, code)
         if mode == "reject" and name in BARE:
             assert (code, text[:6]) == (554, "5.6.0 "), (name, code, text)
@@ -107,7 +111,10 @@ def test_no_variant_smuggles_a_second_message(
             assert code == 250, (name, code, text)
     # A clean message last: when it is delivered, every earlier one has been handled.
     fence = new_id()
-    assert transaction(c, sender, ["alice@example.edu"], headers(fence) + b"fence\r\n")[0] == 250
+    fence_msg = headers(fence) + b"fence\r\n"
+    if direction == "outbound":
+        fence_msg = fence_msg.replace(b"From: Sender <sender@example.org>", f"From: <{USER}>".encode(), 1)
+    assert transaction(c, sender, ["alice@example.edu"], fence_msg)[0] == 250
     backend.wait_for(lambda m: fence.encode() in m)
     assert c.cmd("QUIT")[0] == 221
 

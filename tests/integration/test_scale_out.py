@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from spamgate.proxy.tools.passwd import add_user
 from tests.integration.conftest import Spamgate
 from tests.integration.services.haproxy import HAProxy
 from tests.integration.services.postfix import Postfix, free_port
@@ -21,7 +22,7 @@ from tests.integration.services.redis import RedisServer
 
 CLIENT = "127.0.0.5"
 LISTEN = ('[[listen]]\nhost = "127.0.0.1"\nport = @PORT@\nrole = "mx"\nproxy_protocol = true\n'
-          'trusted_proxies = ["127.0.0.1/32"]\n')
+          'trusted_proxies = ["127.0.0.1/32"]\nallow_plaintext_auth = true\n')
 FILTERS = """
 [filters.greylist]
 enabled = true
@@ -48,13 +49,15 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server.stop()
 
 
-def _instance(work: Path, postfix: Postfix, redis: RedisServer) -> Spamgate:
+def _instance(work: Path, postfix: Postfix, redis: RedisServer, passwd: Path) -> Spamgate:
     work.mkdir()
     port, mport = free_port(), free_port()
     config = (f'[server]\nhostname = "spamgate.test"\nstate_dir = "{work}/state"\nshutdown_grace = 2\n'
               f"{LISTEN.replace('@PORT@', str(port))}\n[backend]\nhost = \"127.0.0.1\"\nport = {postfix.port}\n"
               f'[metrics]\nhost = "127.0.0.1"\nport = {mport}\n[dns]\nreverse_lookup = false\n'
-              f'[state]\nbackend = "redis"\nurl = "{redis.url}"\ntimeout = 0.5\n{FILTERS}')
+              f'[state]\nbackend = "redis"\nurl = "{redis.url}"\ntimeout = 0.5\n'
+              f'[auth]\nbackend = "file"\npassword_file = "{passwd}"\nmax_failures = 2\npenalty_seconds = 300\n'
+              f"{FILTERS}")
     sg = Spamgate(work, config, port, 0, mport)
     sg.start()
     return sg
@@ -64,7 +67,9 @@ def _instance(work: Path, postfix: Postfix, redis: RedisServer) -> Spamgate:
 def cluster(postfix: Postfix, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Started once for the module (two Python processes take seconds each); tests use distinct clients."""
     work = tmp_path_factory.mktemp("cluster")
-    a, b = _instance(work / "a", postfix, redis), _instance(work / "b", postfix, redis)
+    passwd = work / "passwd"
+    add_user(passwd, "secr", "s3cret-enough")
+    a, b = _instance(work / "a", postfix, redis, passwd), _instance(work / "b", postfix, redis, passwd)
     hap = HAProxy(work, {"a": a.port, "b": b.port})
     hap.start()
     yield a, b, hap
@@ -170,6 +175,26 @@ def test_redis_stopped_mid_run_mail_flows_and_state_returns(
     assert "dependency=state:greylist state=recovered" in a.log()
 
 
-@pytest.mark.xfail(reason="needs the seams branch: the [auth] penalty box on the shared store", strict=False)
-def test_an_auth_lockout_earned_through_a_is_enforced_by_b() -> None:
-    raise NotImplementedError("written after merging seams: fail AUTH max_failures times via A, then B refuses")
+def test_an_auth_lockout_earned_through_a_is_enforced_by_b(cluster: Cluster) -> None:
+    _, _, hap = cluster
+    source = "127.0.0.8"
+
+    def attempt(frontend: str, password: str) -> int:
+        smtp = client(hap.frontends[frontend], source)
+        smtp.user, smtp.password = "secr", password
+        try:
+            smtp.auth("PLAIN", smtp.auth_plain)
+            return 235
+        except smtplib.SMTPAuthenticationError as exc:
+            return exc.smtp_code
+        except smtplib.SMTPServerDisconnected:
+            return 421
+        finally:
+            smtp.close()
+
+    assert attempt("a", "wrong") == 535
+    assert attempt("a", "wrong again") == 421  # max_failures = 2: boxed through A
+    # B has never seen this client, but the box is in the shared Redis: even the right password waits.
+    assert attempt("b", "s3cret-enough") == 454
+    assert attempt("b", "s3cret-enough") == 454
+
