@@ -210,8 +210,14 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
 
     async def _handle_client(self) -> None:
         # aiosmtpd's session loop (greeting, then commands) runs only once the setup admitted the client.
-        if await self._setup():
-            await super()._handle_client()
+        try:
+            if await self._setup():
+                await super()._handle_client()
+        except ConnectionError:
+            # Gone before or while it was greeted (a balancer's connect-and-close health check does
+            # this all day): aiosmtpd writes the greeting outside its own error handling.
+            if self.transport is not None:
+                self.transport.close()
 
     async def _setup(self) -> bool:
         """Connection setup, first thing in the session's task, before the greeting.

@@ -171,6 +171,7 @@ order = 16
 enabled = true
 delay = 1
 spf = false
+auto_allowlist_after = 0
 allowlist_networks = ["127.0.0.0/27"]
 
 [filters.ratelimit]
@@ -264,12 +265,13 @@ def traffic_round(w: World, n: int) -> None:
     # A client the greylist has not seen: 451 first, accepted on its retry after the delay; its
     # third message within the hour is over ip_messages_per_hour.
     newcomer = f"127.0.0.{39 + n}"
-    first = send(sg.port, "new@example.org", ["alice@example.edu"], message(f"grey {n}"), source_address=newcomer)
+    sender = f"new{n}@example.org"  # a new triplet each round (the client network is the same /24)
+    first = send(sg.port, sender, ["alice@example.edu"], message(f"grey {n}"), source_address=newcomer)
     assert first.rcpt and first.rcpt[0][0] == 451 and "Greylisted" in first.rcpt[0][1], first
     time.sleep(1.1)
-    retry = send(sg.port, "new@example.org", ["alice@example.edu"], message(f"grey {n}"), source_address=newcomer)
+    retry = send(sg.port, sender, ["alice@example.edu"], message(f"grey {n}"), source_address=newcomer)
     assert retry.delivered, retry
-    third = send(sg.port, "new@example.org", ["alice@example.edu"], message(f"limit {n}"), source_address=newcomer)
+    third = send(sg.port, sender, ["alice@example.edu"], message(f"limit {n}"), source_address=newcomer)
     assert third.mail[0] == 451, third
 
 
