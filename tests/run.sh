@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian machine: installs the real components the
-# integration tests start (Postfix, spamd, NSD, Prometheus, Dovecot, swaks), creates a
-# virtualenv with spamgate and its test tools, then runs ruff, mypy --strict and pytest.
+# integration tests start (Postfix, spamd, NSD, Prometheus, Dovecot, clamd, Redis, HAProxy,
+# Chromium, nmap, swaks), creates a virtualenv with spamgate and its test tools, then runs
+# ruff, the import-layering contracts, mypy --strict and pytest.
 # Extra arguments go to pytest, e.g. `./tests/run.sh -k relay`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -38,6 +38,7 @@ def zones() -> dict[str, str]:
 CHEAP = f"""
 [auth]
 local_domains = ["{LOCAL_DOMAIN}"]
+relay_domains = ["bench.test"]   # smtp-source's recipients, as Postfix's relay_domains and Haraka's host_list
 
 [filters.local_sender]
 enabled = true
