@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import ipaddress
 import logging
 import re
 import secrets
@@ -26,7 +25,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 
 from spamgate.filters.sdk.api import Reply
-from spamgate.filters.sdk.options import IPNetwork
+from spamgate.filters.sdk.options import IPNetwork, client_address
 from spamgate.proxy import metrics, replies
 from spamgate.proxy.logs import bind_session
 from spamgate.proxy.proxy_protocol import ProxyHeaderError, read_proxy_header
@@ -436,13 +435,8 @@ _COMMANDS = tuple(n for n in dir(GateSMTP) if n.startswith("smtp_"))
 
 
 def _exempt(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return any(addr in net for net in networks)
+    addr = client_address(ip)
+    return addr is not None and any(addr in net for net in networks)
 
 
 def has_bad_chars(value: str) -> bool:

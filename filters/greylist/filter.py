@@ -22,7 +22,6 @@ ungreylisted, the outage is logged once and counted) or ``tempfail`` (``451 4.3.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -35,7 +34,7 @@ from pydantic import Field, model_validator
 from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
 from spamgate.filters.sdk.dns import Resolver
 from spamgate.filters.sdk.metrics import Counter, MetricSpec
-from spamgate.filters.sdk.options import FilterOptions, Networks, parse_options
+from spamgate.filters.sdk.options import FilterOptions, Networks, client_address, parse_options
 from spamgate.filters.sdk.outage import Outage
 from spamgate.filters.sdk.state import StateError
 from spamgate.filters.services.auth_dns import AuthDns
@@ -104,12 +103,9 @@ def _in_domains(name: str | None, domains: tuple[str, ...]) -> bool:
 
 
 def dnswl_query(ip: str, zone: str) -> str | None:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+    addr = client_address(ip)
+    if addr is None:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
     suffix = ".in-addr.arpa" if addr.version == 4 else ".ip6.arpa"
     return f"{addr.reverse_pointer.removesuffix(suffix)}.{zone.strip('.')}"
 

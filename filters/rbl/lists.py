@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from spamgate.filters.sdk.options import FilterOptions, Networks
+from spamgate.filters.sdk.options import FilterOptions, Networks, client_address
 from spamgate.filters.services.dns import DnsAnswer
 
 __all__ = [
@@ -194,12 +194,9 @@ def classify(answer: DnsAnswer, lst: ListOptions) -> Classified:
 
 def reverse_ip(ip: str) -> str | None:
     """``192.0.2.1`` -> ``1.2.0.192``; IPv6 as 32 reversed nibbles; None if not an IP."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+    addr = client_address(ip)
+    if addr is None:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
     if isinstance(addr, ipaddress.IPv4Address):
         return ".".join(reversed(str(addr).split(".")))
     return ".".join(reversed(addr.exploded.replace(":", "")))

@@ -11,7 +11,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from spamgate.filters.sdk.errors import OptionError
 
-__all__ = ["FilterOptions", "IPNetwork", "Networks", "describe_error", "lists_to_tuples", "parse_options"]
+__all__ = [
+    "FilterOptions", "IPNetwork", "Networks", "client_address", "describe_error", "lists_to_tuples", "parse_options",
+]
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -22,6 +24,18 @@ def _networks(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
     return value
+
+
+def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address, IPv4-mapped IPv6 as IPv4 (a dual-stack listener must not split a client
+    in two); None when it is not an IP address at all."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
 
 
 Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)]

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 
 from spamgate.filters.sdk.api import FilterEnv
+from spamgate.filters.sdk.options import client_address
 from spamgate.filters.sdk.state import MemoryStore, StateStore
 
 __all__ = ["client_network", "digest", "env_store"]
@@ -20,12 +21,9 @@ def client_network(ip: str, v4_prefix: int = 24, v6_prefix: int = 64) -> str | N
 
     IPv4-mapped IPv6 addresses count as IPv4: a dual-stack listener must not split a client in two.
     """
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+    addr = client_address(ip)
+    if addr is None:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
     prefix = v4_prefix if addr.version == 4 else v6_prefix
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
