@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from spamgate.filters.sdk.options import client_address
 from spamgate.filters.sdk.state import StateStore
 
 __all__ = ["PenaltyBox", "client_key"]
@@ -20,13 +21,10 @@ __all__ = ["PenaltyBox", "client_key"]
 
 def client_key(ip: str) -> str:
     """What failures are counted against: the IPv4 address, or the IPv6 /64."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+    addr = client_address(ip)
+    if addr is None:
         return ip
     if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr)
 
