@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -239,40 +240,53 @@ class Server:
         log.info("shutting down: no new connections, %d session(s) open, grace %.0fs", self.counter.total, grace)
         for srv in self.servers:
             srv.close()
+        try:
+            await self._drain(grace)
+        finally:
+            # Whatever went wrong while draining, the process must still come down on SIGTERM.
+            for step in (self.runtime.pipeline.close, self.runtime.backend.close,
+                         *((self.runtime.authenticator.close,) if self.runtime.authenticator else ()),
+                         self.state.close, *((self.health.stop,) if self.health else ()), self.console.stop):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("shutdown step failed")
+            log.info("stopped")
+            self.stopped.set()
+
+    def _live(self) -> list[GateSMTP]:
+        """Sessions whose connection is still open (a closing one is the kernel's business now)."""
+        return [s for s in list(self.sessions) if s.transport is not None and not s.transport.is_closing()]
+
+    async def _drain(self, grace: float) -> None:
+        """Idle sessions are told goodbye at once, transactions in flight get ``grace`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while loop.time() < deadline:
-            live = [s for s in list(self.sessions) if s.transport is not None]
-            for s in live:
+            for s in self._live():
                 if getattr(s, "state", None) is None or s.state.txn is None:
                     await self._goodbye(s)
-            if not any(s.transport is not None for s in list(self.sessions)):
-                break
+            if not self._live():
+                return
             await asyncio.sleep(0.1)
-        for s in list(self.sessions):
-            if s.transport is not None:
-                await self._goodbye(s)
-        await self.runtime.pipeline.close()
-        await self.runtime.backend.close()
-        if self.runtime.authenticator is not None:
-            await self.runtime.authenticator.close()
-        await self.state.close()
-        if self.health is not None:
-            await self.health.stop()
-        await self.console.stop()
-        log.info("stopped")
-        self.stopped.set()
+        for s in self._live():
+            await self._goodbye(s)
 
     @staticmethod
     async def _goodbye(s: GateSMTP) -> None:
         # Straight to the transport (not push): no drain to wait for, the connection closes next.
-        if isinstance(s.transport, asyncio.WriteTransport):
-            try:
-                s.transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
-            except (RuntimeError, OSError):
-                pass
-        if s.transport is not None:
-            s.transport.close()
+        transport = s.transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+            transport.close()
+        except Exception as exc:  # a transport half torn down must not keep the process from exiting
+            log.debug("goodbye failed: %r", exc)
+            if isinstance(transport, asyncio.WriteTransport):
+                with contextlib.suppress(Exception):
+                    transport.abort()
 
     async def serve_forever(self) -> None:
         await self.start()

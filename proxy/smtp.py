@@ -160,6 +160,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         self.health_check = False  # set by the address source for a balancer's PROXY LOCAL check
         self.state: SessionState
         self._started = False  # connection_made ran once: a second call is the TLS restart of STARTTLS
+        self._tls_up = False  # that second call happened: the STARTTLS handshake completed
         self.ctl: TransactionController
         self._counted = False
         self._in_store = False
@@ -203,6 +204,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             bind_session(self._session_id)
         super().connection_made(transport)
         if starttls:
+            self._tls_up = True
             self.state.helo = None
             self._note_tls(transport.get_extra_info("ssl_object"))
             spawn(self.ctl.abort_transaction())
@@ -306,6 +308,14 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         """Wait for the connect-phase filters (they started when the client was admitted)."""
         if self._connect_task is not None:
             await asyncio.shield(self._connect_task)
+
+    def _after_starttls(self, arg: str | None) -> None:
+        if self.tls_context is not None and not arg and not self._tls_up:
+            # Our own close of a connection mid-handshake (the command timeout, a shutdown) makes
+            # asyncio's SSLProtocol resolve the handshake waiter *successfully* without ever telling
+            # this protocol the connection is gone: the session would stay counted and its task
+            # would wait for a line forever. Treat it as the failed handshake it is.
+            raise TLSSetupException() from ConnectionAbortedError("connection closed during the TLS handshake")
 
     async def smtp_PROXY(self, arg: str | None) -> None:
         """A PROXY line from a client not in trusted_proxies: refused, or anyone could claim any address."""
@@ -420,6 +430,16 @@ def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
     """aiosmtpd's ``smtp_<COMMAND>``, with ``_before`` first (wraps keeps its HELP syntax)."""
     command = getattr(SMTP, name)
     phase = name[len("smtp_") :].lower()
+
+    if phase == "starttls":
+
+        @functools.wraps(command)
+        async def starttls(self: GateSMTP, arg: str | None) -> None:
+            if await self._before(phase, arg):
+                await command(self, arg)
+                self._after_starttls(arg)
+
+        return starttls
 
     @functools.wraps(command)
     async def tracked(self: GateSMTP, arg: str | None) -> None:
