@@ -88,7 +88,7 @@ async def _run(cfg: Config, path: str | None, args: argparse.Namespace) -> int:
     from spamgate.proxy.server import Server
     from spamgate.proxy.workers import Seat
 
-    seat = None if args.worker is None else Seat.from_args(args.worker, args.worker_ports, args.ready_fd)
+    seat = None if args.worker is None else Seat.join(args.worker, args.worker_ports, args.ready_fd)
     try:
         server = Server(cfg, path, seat)
     except (ConfigError, PluginError) as exc:

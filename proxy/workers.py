@@ -57,9 +57,14 @@ class Seat:
 
     @classmethod
     def from_args(cls, number: int, ports: str | None, ready_fd: int | None) -> Seat:
+        return cls(number, {str(k): int(v) for k, v in json.loads(ports or "{}").items()}, ready_fd)
+
+    @classmethod
+    def join(cls, number: int, ports: str | None, ready_fd: int | None) -> Seat:
+        """The seat of this process, a worker: it drains and exits when the supervisor dies."""
         # Without the supervisor the worker would linger on the shared port, serving stale config.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        return cls(number, {str(k): int(v) for k, v in json.loads(ports or "{}").items()}, ready_fd)
+        return cls.from_args(number, ports, ready_fd)
 
     def ready(self) -> None:
         """Tell the supervisor the listeners are up (it reads EOF instead if the worker dies first)."""
