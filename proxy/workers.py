@@ -121,6 +121,8 @@ class Supervisor:
         self.log_level = log_level
         self.ports: dict[str, int] = {}
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.ready: set[int] = set()  # pids listening, with their signal handlers in place
+        self.hup_pending: set[int] = set()  # pids that were starting when a SIGHUP came
         self.metrics_dir = ""
         self.stopping = asyncio.Event()
 
@@ -151,7 +153,13 @@ class Supervisor:
 
         loop.add_reader(r, readable)
         try:
-            return (await answer).startswith(b"ready")
+            if not (await answer).startswith(b"ready"):
+                return False
+            self.ready.add(proc.pid)
+            if proc.pid in self.hup_pending:
+                self.hup_pending.discard(proc.pid)
+                proc.send_signal(signal.SIGHUP)  # it may have read the file before the change
+            return True
         finally:
             loop.remove_reader(r)
             os.close(r)
@@ -167,6 +175,8 @@ class Supervisor:
                 first.set_result(ok)
             proc = self.procs[number]
             code = await proc.wait()
+            self.ready.discard(proc.pid)
+            self.hup_pending.discard(proc.pid)
             multiprocess.mark_process_dead(proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
             if self.stopping.is_set() or not first.result():
                 return
@@ -184,7 +194,14 @@ class Supervisor:
         if sig in (signal.SIGTERM, signal.SIGINT):
             self.stopping.set()
         live = [p for p in self.procs.values() if p.returncode is None]
-        log.info("%s: forwarded to %d worker(s)", sig.name, len(live))
+        later = ""
+        if sig == signal.SIGHUP:
+            # A worker still starting would die of it (default action): it gets it once listening.
+            starting = {p.pid for p in live if p.pid not in self.ready}
+            self.hup_pending |= starting
+            live = [p for p in live if p.pid not in starting]
+            later = f", {len(starting)} more once listening" if starting else ""
+        log.info("%s: forwarded to %d worker(s)%s", sig.name, len(live), later)
         for proc in live:
             try:
                 proc.send_signal(sig)
@@ -205,16 +222,17 @@ class Supervisor:
             firsts = [loop.create_future() for _ in range(self.count)]
             tasks = [asyncio.create_task(self._keep(n, firsts[n])) for n in range(self.count)]
             started = all(await asyncio.gather(*firsts))
+            failed = not started and not self.stopping.is_set()
             if started:
                 log.info("workers ready count=%d pids=%s ports=%s", self.count,
                          ",".join(str(self.procs[n].pid) for n in range(self.count)),
                          ",".join(f"{k}:{v}" for k, v in self.ports.items()))
-            elif not self.stopping.is_set():
+            elif failed:
                 log.error("a worker could not start (its error is above): stopping the others")
                 self._forward(signal.SIGTERM)
             await asyncio.gather(*tasks)
             log.info("all workers stopped")
-            return 0 if started else 1
+            return 1 if failed else 0
         finally:
             for sock in held:
                 sock.close()

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from spamgate.proxy import __version__
 from tests.integration.conftest import REPO, Spamgate, SpamgateFactory
 from tests.integration.services.postfix import Postfix, free_port
 from tests.integration.smtp_client import send
@@ -89,24 +90,26 @@ def test_two_workers_share_the_port_deliver_and_metrics_sum(spamgate: SpamgateFa
     by_worker = _sessions_by_worker(sg.log())
     assert by_worker["0"] and by_worker["1"], "both workers served sessions"
     # One scrape of worker 0's /metrics counts the sessions of both processes.
-    total = _metric(sg.metrics_port, 'spamgate_sessions_total{listener="mx_%d"}' % sg.port)
+    total = _metric(sg.metrics_port, f'spamgate_sessions_total{{listener="mx_{sg.port}"}}')
     assert total >= 24
     assert total > max(len(s) for s in by_worker.values())
     assert _metric(sg.metrics_port, 'spamgate_transactions_total{action="accept"}') >= 24
-    assert _metric(sg.metrics_port, 'spamgate_build_info{version="0.1.0"}') == 1
+    assert _metric(sg.metrics_port, f'spamgate_build_info{{version="{__version__}"}}') == 1
     # livesum: one series, no pid label, none open now
-    assert _metric(sg.metrics_port, 'spamgate_sessions_active{listener="mx_%d"}' % sg.port) == 0
+    assert _metric(sg.metrics_port, f'spamgate_sessions_active{{listener="mx_{sg.port}"}}') == 0
     assert sg.stop() == 0
 
 
 def test_sighup_reloads_every_worker_and_refuses_a_new_worker_count(spamgate: SpamgateFactory) -> None:
-    sg = spamgate(server_toml=WORKERS)
+    sg = spamgate(server_toml=WORKERS)  # returns once one worker is ready: the other may be starting
+    sg.signal(signal.SIGHUP)  # a starting worker gets it once listening (before, it would die of it)
     _started(sg)
+    _wait("both reloaded once", lambda: all(f"worker={n} reloaded" in sg.log() for n in (0, 1)))
     text = sg.config_path.read_text()
     sg.config_path.write_text(text.replace('hostname = "spamgate.test"', 'hostname = "spamgate.test"\n'
                                            'banner = "ESMTP reloaded-banner"'))
     sg.signal(signal.SIGHUP)
-    _wait("both reloaded", lambda: all(f"worker={n} reloaded" in sg.log() for n in (0, 1)))
+    _wait("both reloaded", lambda: all(sg.log().count(f"worker={n} reloaded") == 2 for n in (0, 1)))
     conns = _open_sessions(sg.port, 16)
     for c in conns:
         c.quit()
