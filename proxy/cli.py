@@ -76,15 +76,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"spamgate: config error: {exc}", file=sys.stderr)
         return 1
-    setup_logging(args.log_level or cfg.server.log_level, cfg.server.log_format)
-    return asyncio.run(_run(cfg, args.config))
+    setup_logging(args.log_level or cfg.server.log_level, cfg.server.log_format, worker=args.worker)
+    if args.worker is None and args.config and cfg.server.workers > 1:
+        from spamgate.proxy.workers import supervise
+
+        return supervise(cfg, args.config, args.log_level)
+    return asyncio.run(_run(cfg, args.config, args))
 
 
-async def _run(cfg: Config, path: str | None) -> int:
+async def _run(cfg: Config, path: str | None, args: argparse.Namespace) -> int:
     from spamgate.proxy.server import Server
+    from spamgate.proxy.workers import Seat
 
+    seat = None if args.worker is None else Seat.join(args.worker, args.worker_ports, args.ready_fd)
     try:
-        server = Server(cfg, path)
+        server = Server(cfg, path, seat)
     except (ConfigError, PluginError) as exc:
         log.error("config error: %s", exc)
         return 1
@@ -111,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=2525, help="embedded default only: listen port (default 2525)")
     run.add_argument("--maildir", default="./spamgate-maildir",
                      help="embedded default only: where mail is delivered (default ./spamgate-maildir)")
+    # Set by the [server] workers supervisor on the processes it starts (proxy/workers.py).
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--worker-ports", help=argparse.SUPPRESS)
+    run.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
     chk = sub.add_parser("check-config", help="validate a config file, print it resolved with the filter order")
     chk.add_argument("file", metavar="FILE")

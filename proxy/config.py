@@ -43,6 +43,8 @@ class Server(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     shutdown_grace: float = Field(default=30.0, ge=0)
+    # Processes sharing the listeners (SO_REUSEPORT) under a supervisor: proxy/workers.py.
+    workers: int = Field(default=1, ge=1, le=256)
 
 
 class Listener(_Model):
@@ -288,6 +290,11 @@ class Config(_Model):
             out.append("auth.local_domains is empty: spamgate cannot tell local senders, so nobody has to log in "
                        "to send as your domain, and it cannot refuse relaying: the backend alone decides (give it "
                        "XCLIENT, see deploy/postfix/)")
+        if self.server.workers > 1 and self.state.backend == "memory":
+            out.append(f"server.workers = {self.server.workers} with [state] backend = \"memory\": each worker "
+                       "keeps its own penalty box, session counts (max_sessions, max_sessions_per_ip), greylist "
+                       "and rate limits, so every limit applies per worker; set [state] backend = \"redis\" "
+                       "to share them")
         for lst in self.listen:
             if lst.role in ("submission", "smtps") and self.auth.backend == "none":
                 out.append(f"listen {lst.label!r} (role {lst.role}) requires AUTH, but auth.backend = none: "

@@ -4,6 +4,10 @@ One instance per registry (``FILTER_METRICS`` for the default one), shared by ev
 generation: a reload builds new filter instances that ask for the same metrics again, and
 get the collectors registered the first time (prometheus-client itself would raise on a
 duplicate name).
+
+With ``[server] workers`` > 1 (prometheus-client's multiprocess mode) counters and histograms
+add up over the workers; a filter's gauge shows the value a live worker set last
+(``livemostrecent``): a gauge says how a dependency is (clamd up or not), not a per-process share.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class PrometheusMetrics:
                     raise ValueError(f"metric {name!r} already registered as a {made[0]} with labels {made[1]}")
                 return made[2]
             cls = {"counter": PromCounter, "histogram": PromHistogram, "gauge": PromGauge}[kind]
+            if kind == "gauge":
+                kw["multiprocess_mode"] = "livemostrecent"
             collector = cls(name, doc, key, registry=self.registry, **kw)
             self._made[name] = (kind, key, collector)
             return collector

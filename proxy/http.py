@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from spamgate.proxy.metrics import exposition_registry
 
 __all__ = ["CheckState", "HealthServer", "ReadinessCheck", "start_site"]
 
@@ -74,6 +76,7 @@ class HealthServer:
         self._bound = 0
         self._cached: tuple[float, dict[str, str]] | None = None
         self._lock = asyncio.Lock()
+        self._registry = exposition_registry()
 
     def add_check(self, name: str, check: ReadinessCheck, *, critical: bool = True) -> None:
         """Register a readiness check; it must return True when the dependency is usable."""
@@ -135,7 +138,7 @@ class HealthServer:
         return None if ok else "failed"
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        body = await asyncio.to_thread(generate_latest, self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.StreamResponse:

@@ -39,19 +39,26 @@ logging.setLogRecordFactory(_record_with_session)
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, worker: int | None = None) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # With [server] workers, every line says which process wrote it.
+        self._worker = "" if worker is None else f"worker={worker} "
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         session = getattr(record, "session", None)
-        if session is None:
+        if session is None and not self._worker:
             return line
+        fields = self._worker + ("" if session is None else f"session={session} ")
         head, _, message = line.partition(f"{record.name}: ")
-        return f"{head}{record.name}: session={session} {message}"
+        return f"{head}{record.name}: {fields}{message}"
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -59,6 +66,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._worker is not None:
+            out["worker"] = self._worker
         session = getattr(record, "session", None)
         if session is not None:
             out["session"] = session
@@ -67,9 +76,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-def setup_logging(level: str, fmt: str = "text") -> None:
+def setup_logging(level: str, fmt: str = "text", worker: int | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

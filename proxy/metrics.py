@@ -7,7 +7,9 @@ a HELO name or exception text: those go to the logs, keyed by the session id.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, multiprocess
 
 from spamgate.proxy import __version__
 
@@ -15,10 +17,21 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 SIZE_BUCKETS = (1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 10485760, 52428800)
 SCORE_BUCKETS = (-5, 0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100)
 
-BUILD_INFO = Info("spamgate_build", "spamgate version")
-BUILD_INFO.info({"version": __version__})
+# Set by the [server] workers supervisor (proxy/workers.py): values live in files every worker writes.
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
-SESSIONS_ACTIVE = Gauge("spamgate_sessions_active", "Client sessions open now", ["listener"])
+BUILD_INFO: Info | Gauge
+if MULTIPROCESS:
+    # Info has no multiprocess store: the same series, spamgate_build_info{version=...} 1, as a gauge.
+    BUILD_INFO = Gauge("spamgate_build_info", "spamgate version", ["version"], multiprocess_mode="max")
+    BUILD_INFO.labels(__version__).set(1)
+else:
+    BUILD_INFO = Info("spamgate_build", "spamgate version")
+    BUILD_INFO.info({"version": __version__})
+
+# Gauges name how multiprocess mode adds up workers (only live ones); one process ignores it.
+SESSIONS_ACTIVE = Gauge("spamgate_sessions_active", "Client sessions open now", ["listener"],
+                        multiprocess_mode="livesum")
 SESSIONS = Counter("spamgate_sessions_total", "Client sessions accepted", ["listener"])
 SESSIONS_REFUSED = Counter(
     "spamgate_sessions_refused_total", "Connections refused by a concurrency limit", ["listener", "reason"]
@@ -61,7 +74,8 @@ BACKEND_DURATION = Histogram(
 )
 BACKEND_REPLIES = Counter("spamgate_backend_replies_total", "Backend replies by stage and class", ["stage", "class"])
 BACKEND_ERRORS = Counter("spamgate_backend_errors_total", "Backend unreachable, timing out or broken", ["kind"])
-BACKEND_POOL = Gauge("spamgate_backend_pool_idle_connections", "Idle backend connections in the pool")
+BACKEND_POOL = Gauge("spamgate_backend_pool_idle_connections", "Idle backend connections in the pool",
+                     multiprocess_mode="livesum")
 
 QUARANTINED = Counter("spamgate_quarantine_messages_total", "Messages stored in quarantine")
 AUTH_ATTEMPTS = Counter("spamgate_auth_attempts_total", "SMTP AUTH attempts", ["mechanism", "result"])
@@ -70,6 +84,15 @@ STATE_ERRORS = Counter(
     "spamgate_state_errors_total", "State store operations that failed (the engine went on locally)", ["operation"]
 )
 CONFIG_RELOADS = Counter("spamgate_config_reloads_total", "Config reloads by result", ["result"])
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What /metrics renders: this process's registry, or with workers the sum of every worker's files."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def reply_class(code: int) -> str:

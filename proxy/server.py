@@ -28,6 +28,7 @@ from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCou
 from spamgate.proxy.smtp import GateSMTP, proxy_header_peer, socket_peer, spawn
 from spamgate.proxy.state import StateSeam, make_state
 from spamgate.proxy.state_redis import RedisStore
+from spamgate.proxy.workers import Seat
 
 __all__ = ["Server", "make_backend", "tls_context"]
 
@@ -106,9 +107,10 @@ def build_runtime(
 
 
 class Server:
-    def __init__(self, cfg: Config, config_path: str | None = None) -> None:
+    def __init__(self, cfg: Config, config_path: str | None = None, seat: Seat | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.seat = seat  # set when this process is one of [server] workers
         # Owned here, not by a runtime: a reload rebuilds the runtime and hands these over.
         self.state = make_state(cfg.state)
         self.counter = SessionCounter(store=self.state.strict)
@@ -134,9 +136,9 @@ class Server:
             srv = await loop.create_server(
                 lambda label=lst.label, c=ctx: self._factory(label, c),
                 host=lst.host,
-                port=lst.port,
+                port=self.seat.ports.get(lst.label, lst.port) if self.seat else lst.port,
                 ssl=ctx if lst.role == "smtps" else None,
-                reuse_port=lst.reuse_port or None,
+                reuse_port=lst.reuse_port or self.seat is not None or None,
                 backlog=1024,
             )
             self.servers.append(srv)
@@ -158,10 +160,12 @@ class Server:
         if uses_dns(self.cfg):
             # Reverse lookups and DNS lists degrade without a resolver; mail still flows.
             self.health.add_check("dns", self._dns_ready, critical=False)
-        if self.cfg.metrics.enabled:
+        serves_http = self.seat is None or self.seat.serves_http  # one worker owns the HTTP ports
+        if self.cfg.metrics.enabled and serves_http:
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
-        await self.console.start()
+        if serves_http:
+            await self.console.start()
         quarantining = self.cfg.actions.quarantine is not None or self.cfg.pipeline.quarantine_rejects
         if self.runtime.quarantine is not None and quarantining:
             # Only when it will be used: a minimal config must not need a writable state_dir.
@@ -176,6 +180,8 @@ class Server:
             loop.add_signal_handler(sig, handler)
         log.info("spamgate ready filters=%s backend=%s", ",".join(s.name for s in self.runtime.pipeline.slots)
                  or "none", self.cfg.backend.url or f"{self.cfg.backend.host}:{self.cfg.backend.port}")
+        if self.seat is not None:
+            self.seat.ready()
 
     async def _dns_ready(self) -> bool:
         return await probe(self.cfg.dns.resolved()) is None
@@ -208,6 +214,8 @@ class Server:
                 (lst.host, lst.port, lst.role) for lst in self.cfg.listen
             ]:
                 raise ConfigError(f"{self.config_path}: listen: changing listeners needs a restart")
+            if cfg.server.workers != self.cfg.server.workers:
+                raise ConfigError(f"{self.config_path}: server.workers: changing [server] workers needs a restart")
             if cfg.state != self.cfg.state:
                 raise ConfigError(f"{self.config_path}: state: changing [state] needs a restart")
             same_backend = cfg.backend == self.cfg.backend

@@ -16,7 +16,7 @@ spampd are marked n/a when those are missing. Paths (keys for --only):
   production        -> spamgate -> sink: INFO logs, metrics on, reverse DNS on (local NSD)
   no-rdns           -> spamgate, production config with reverse_lookup = false (what the lookup costs)
   cheap             -> spamgate with local_sender + headers + rbl (local NSD) -> sink
-  workers           -> spamgate with [server] workers = 2 (n/a until the engine has it)
+  workers           -> spamgate with [server] workers = 2 (a supervisor and two worker processes)
   postfix           -> Postfix -> sink, and spamgate-postfix: -> spamgate -> Postfix -> sink
   spampd            -> spampd -> sink; spamassassin: -> spamgate (cheap set + spamd) -> sink;
   spamd             spamd alone at the same concurrency (its capacity)

@@ -1,7 +1,7 @@
 """What a process (tree) costs, read from /proc: CPU ticks and resident memory.
 
-Daemons that fork workers (Postfix's master, spampd, spamd, Haraka's cluster, a future
-``workers = N`` spamgate) are measured as the root process plus its live direct children
+Daemons that fork workers (Postfix's master, spampd, spamd, Haraka's cluster, a
+``[server] workers = N`` spamgate) are measured as the root process plus its live direct children
 plus the CPU of the children it has already reaped (``cutime``/``cstime``).
 """
 

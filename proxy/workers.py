@@ -1,0 +1,244 @@
+"""``[server] workers = N``: a small supervisor running N proxy processes on the same ports.
+
+Each worker is a fresh ``spamgate run`` process, not a fork: prometheus-client picks its
+multiprocess value store when it is first imported, so PROMETHEUS_MULTIPROC_DIR must be in
+the environment before that. Every worker binds every listener with SO_REUSEPORT and the
+kernel spreads new connections over them. The supervisor holds one bound, never-listening
+SO_REUSEPORT socket per listener address: it turns port 0 into one concrete port for all
+workers, keeps the port while a worker restarts, and fails early when the address is taken.
+
+Worker 0 alone serves HTTP ([metrics] and the console); its /metrics sums every worker's
+files in the supervisor's private multiprocess directory. SIGHUP is forwarded (each worker
+reloads), SIGTERM/SIGINT are forwarded (each drains) and the supervisor exits once all are
+gone. A worker that dies is restarted after a backoff; one that cannot start at all on the
+first attempt (a plugin or TLS error, a port in use) stops the supervisor with exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import multiprocess
+
+from spamgate.proxy.config import Config, Listener
+
+__all__ = ["Seat", "Supervisor", "reserve_ports", "supervise"]
+
+log = logging.getLogger("spamgate.workers")
+
+_PR_SET_PDEATHSIG = 1
+_FIRST_DELAY = 0.5  # seconds before restarting a dead worker; doubles while it keeps dying
+_MAX_DELAY = 30.0
+_STABLE = 60.0  # a worker that ran this long resets the backoff
+
+
+@dataclass
+class Seat:
+    """What the supervisor tells one worker: its number, the listeners' ports, its ready pipe."""
+
+    number: int
+    ports: Mapping[str, int]
+    ready_fd: int | None = None
+
+    @property
+    def serves_http(self) -> bool:
+        return self.number == 0
+
+    @classmethod
+    def from_args(cls, number: int, ports: str | None, ready_fd: int | None) -> Seat:
+        return cls(number, {str(k): int(v) for k, v in json.loads(ports or "{}").items()}, ready_fd)
+
+    @classmethod
+    def join(cls, number: int, ports: str | None, ready_fd: int | None) -> Seat:
+        """The seat of this process, a worker: it drains and exits when the supervisor dies."""
+        # Without the supervisor the worker would linger on the shared port, serving stale config.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        return cls.from_args(number, ports, ready_fd)
+
+    def ready(self) -> None:
+        """Tell the supervisor the listeners are up (it reads EOF instead if the worker dies first)."""
+        if self.ready_fd is not None:
+            fd, self.ready_fd = self.ready_fd, None
+            os.write(fd, b"ready\n")
+            os.close(fd)
+
+
+def _addresses(host: str) -> list[tuple[socket.AddressFamily, str, tuple[int, ...]]]:
+    """The addresses asyncio's create_server binds for ``host`` (all of getaddrinfo's, deduplicated)."""
+    out: list[tuple[socket.AddressFamily, str, tuple[int, ...]]] = []
+    for family, _, _, _, addr in socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM,
+                                                    flags=socket.AI_PASSIVE):
+        entry = (family, str(addr[0]), tuple(int(x) for x in addr[2:]))
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
+def reserve_ports(listeners: Sequence[Listener]) -> tuple[dict[str, int], list[socket.socket]]:
+    """Bind (never listen) a SO_REUSEPORT socket per listener address: the ports every worker uses."""
+    ports: dict[str, int] = {}
+    held: list[socket.socket] = []
+    try:
+        for lst in listeners:
+            port = lst.port
+            for family, host, rest in _addresses(lst.host):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
+                sock.bind((host, port, *rest))
+                port = sock.getsockname()[1]
+            ports[lst.label] = port
+    except OSError:
+        for sock in held:
+            sock.close()
+        raise
+    return ports, held
+
+
+def _how(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, config_path: str, log_level: str | None = None) -> None:
+        self.count = cfg.server.workers
+        self.listeners = cfg.listen
+        self.config_path = config_path
+        self.log_level = log_level
+        self.ports: dict[str, int] = {}
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.ready: set[int] = set()  # pids listening, with their signal handlers in place
+        self.hup_pending: set[int] = set()  # pids that were starting when a SIGHUP came
+        self.metrics_dir = ""
+        self.stopping = asyncio.Event()
+
+    def _command(self, number: int, ready_fd: int) -> list[str]:
+        cmd = [sys.executable, "-m", "spamgate.proxy", "run", "--config", self.config_path,
+               "--worker", str(number), "--worker-ports", json.dumps(self.ports), "--ready-fd", str(ready_fd)]
+        return cmd + (["--log-level", self.log_level] if self.log_level else [])
+
+    async def _spawn(self, number: int) -> bool:
+        """Start worker ``number``; True once its listeners are up, False if it exited before."""
+        r, w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._command(number, w), pass_fds=(w,),
+                env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir},
+            )
+        finally:
+            os.close(w)
+        self.procs[number] = proc
+        if self.stopping.is_set():
+            proc.terminate()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+
+        def readable() -> None:
+            if not answer.done():
+                answer.set_result(os.read(r, 16))
+
+        loop.add_reader(r, readable)
+        try:
+            if not (await answer).startswith(b"ready"):
+                return False
+            self.ready.add(proc.pid)
+            if proc.pid in self.hup_pending:
+                self.hup_pending.discard(proc.pid)
+                proc.send_signal(signal.SIGHUP)  # it may have read the file before the change
+            return True
+        finally:
+            loop.remove_reader(r)
+            os.close(r)
+
+    async def _keep(self, number: int, first: asyncio.Future[bool]) -> None:
+        """Run worker ``number`` until the supervisor stops, restarting it when it dies."""
+        loop = asyncio.get_running_loop()
+        delay = _FIRST_DELAY
+        while True:
+            began = loop.time()
+            ok = await self._spawn(number)
+            if not first.done():
+                first.set_result(ok)
+            proc = self.procs[number]
+            code = await proc.wait()
+            self.ready.discard(proc.pid)
+            self.hup_pending.discard(proc.pid)
+            multiprocess.mark_process_dead(proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+            if self.stopping.is_set() or not first.result():
+                return
+            if loop.time() - began > _STABLE:
+                delay = _FIRST_DELAY
+            log.warning("worker %d (pid %d) exited with %s; restarting it in %.1fs", number, proc.pid, _how(code),
+                        delay)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), delay)
+                return
+            except TimeoutError:
+                delay = min(delay * 2, _MAX_DELAY)
+
+    def _forward(self, sig: signal.Signals) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.stopping.set()
+        live = [p for p in self.procs.values() if p.returncode is None]
+        later = ""
+        if sig == signal.SIGHUP:
+            # A worker still starting would die of it (default action): it gets it once listening.
+            starting = {p.pid for p in live if p.pid not in self.ready}
+            self.hup_pending |= starting
+            live = [p for p in live if p.pid not in starting]
+            later = f", {len(starting)} more once listening" if starting else ""
+        log.info("%s: forwarded to %d worker(s)%s", sig.name, len(live), later)
+        for proc in live:
+            try:
+                proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    async def run(self) -> int:
+        try:
+            self.ports, held = reserve_ports(self.listeners)
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        self.metrics_dir = tempfile.mkdtemp(prefix="spamgate-metrics-")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._forward, sig)
+        try:
+            firsts = [loop.create_future() for _ in range(self.count)]
+            tasks = [asyncio.create_task(self._keep(n, firsts[n])) for n in range(self.count)]
+            started = all(await asyncio.gather(*firsts))
+            failed = not started and not self.stopping.is_set()
+            if started:
+                log.info("workers ready count=%d pids=%s ports=%s", self.count,
+                         ",".join(str(self.procs[n].pid) for n in range(self.count)),
+                         ",".join(f"{k}:{v}" for k, v in self.ports.items()))
+            elif failed:
+                log.error("a worker could not start (its error is above): stopping the others")
+                self._forward(signal.SIGTERM)
+            await asyncio.gather(*tasks)
+            log.info("all workers stopped")
+            return 1 if failed else 0
+        finally:
+            for sock in held:
+                sock.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+
+def supervise(cfg: Config, config_path: str, log_level: str | None = None) -> int:
+    """``spamgate run`` with ``[server] workers`` > 1: returns the exit code."""
+    return asyncio.run(Supervisor(cfg, config_path, log_level).run())
