@@ -115,11 +115,16 @@ def filter_call(host: str, port: int) -> Call:
 async def measure(
     calls: dict[str, Call], messages: dict[str, bytes], runs: int
 ) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """(method, message) -> [(wall s, cpu s)]; the methods take turns so spamd's state is shared fairly."""
+    """(method, message) -> [(wall s, cpu s)].
+
+    The methods take turns, in a rotating order, so spamd's state and the garbage one call
+    leaves for the next are shared fairly.
+    """
     out: dict[tuple[str, str], list[tuple[float, float]]] = {(c, m): [] for c in calls for m in messages}
+    order = list(calls.items())
     for i in range(WARMUP + runs):
         for mname, raw in messages.items():
-            for cname, call in calls.items():
+            for cname, call in order[i % len(order) :] + order[: i % len(order)]:
                 w0, c0 = time.perf_counter(), time.process_time()
                 await call(raw)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
