@@ -29,6 +29,7 @@ import datetime
 import gc
 import ipaddress
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -173,7 +174,8 @@ def main(argv: list[str]) -> int:
         enter_netns(__file__, argv)  # or pass --spamd HOST:PORT to run without root
         from tests.integration.services.spamd import start_spamd
 
-        spamd = start_spamd(Path(tempfile.mkdtemp(prefix="spamgate-bench-spamd-")))
+        work = Path(tempfile.mkdtemp(prefix="spamgate-bench-spamd-"))
+        spamd = start_spamd(work)
         host, port = "127.0.0.1", spamd.port
         where = "a private spamd (-L, --max-children 5, Debian's shipped rules) in `unshare --net`"
     try:
@@ -181,6 +183,7 @@ def main(argv: list[str]) -> int:
     finally:
         if spamd is not None:
             spamd.close()
+            shutil.rmtree(work, ignore_errors=True)
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cores = os.cpu_count()
     header = f"Median of {args.runs} calls per cell, one at a time, against {where}; {cores} cores; {when}.\n\n"
