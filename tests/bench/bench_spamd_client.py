@@ -12,7 +12,7 @@ only talks to that address, which must be a loopback one.
 
 For GTUBE and SpamAssassin's sample non-spam message, one call at a time, each of:
 
-  aiospamc.check()     aiospamc's per-call helper: a new client (and an SSL context) per call
+  aiospamc.check()     aiospamc's per-call helper: a new client (and two SSL contexts) per call
   reused Client        one aiospamc Client built once, CHECK (what the filter's client does)
   the filter           spamgate's spamassassin filter's check() at DATA (SYMBOLS, its one client)
 
