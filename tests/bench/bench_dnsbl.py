@@ -18,11 +18,11 @@ Per row: the median wall time of the check, and the queries it caused, counted t
 spamgate (``spamgate_dns_queries_total``, what the resolver sent) and by NSD itself
 (``nsd-control stats_noreset``, what the server answered).
 
-On loopback a DNS round trip is ~0.1 ms, less than the client's own CPU per query, so the
-direct pass cannot show round trips. The second pass (``--delay-ms``, default 20) puts a small
-UDP relay (a separate process) in front of NSD that holds each query that long, like a local
-resolver asking a DNSBL's servers: there a time near the 1-list time means one round trip,
-and the baseline shows what five cost.
+On loopback a DNS round trip takes well under a millisecond, less than the client's own CPU
+per query, so the direct pass cannot show round trips. The second pass (``--delay-ms``,
+default 20) puts a small UDP relay (a separate process) in front of NSD that holds each query
+that long, like a local resolver asking a DNSBL's servers: there a time near the 1-list time
+means one round trip, and the baseline shows what five cost.
 """
 
 from __future__ import annotations
