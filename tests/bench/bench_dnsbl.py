@@ -20,21 +20,19 @@ spamgate (``spamgate_dns_queries_total``, what the resolver sent) and by NSD its
 
 On loopback a DNS round trip takes well under a millisecond, less than the client's own CPU
 per query, so the direct pass cannot show round trips. The second pass (``--delay-ms``,
-default 20) puts a small UDP relay (a separate process) in front of NSD that holds each query
-that long, like a local resolver asking a DNSBL's servers: there a time near the 1-list time
-means one round trip, and the baseline shows what five cost.
+default 20) puts a small UDP relay (tests/bench/dns_relay.py, its own process) in front of
+NSD that holds each query that long, like a local resolver asking a DNSBL's servers: there a
+time near the 1-list time means one round trip, and the baseline shows what five cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,11 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar, cast
-
-import dns.exception
-import dns.message
-import dns.query
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -56,8 +50,8 @@ from spamgate.filters.sdk.api import Decision, DnsSettings, FilterEnv, Phase  # 
 from spamgate.filters.sdk.metrics import MemoryMetrics  # noqa: E402
 from spamgate.filters.sdk.testing import make_context  # noqa: E402
 from spamgate.filters.services.dns import CachingResolver, DnsAnswer  # noqa: E402
+from tests.bench.dns_relay import start_relay  # noqa: E402
 from tests.bench.netns import enter_netns  # noqa: E402
-from tests.bench.peers import free_port  # noqa: E402
 from tests.integration.services.dns import DnsServer, start_dns, zone  # noqa: E402
 from tests.integration.services.process import stop_process  # noqa: E402
 
@@ -79,71 +73,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="the relay's hold per query in the second pass; 0 skips that pass (default 20)",
     )
     ap.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown to FILE")
-    ap.add_argument("--relay", nargs=3, type=float, metavar=("LISTEN", "UPSTREAM", "DELAY_MS"),
-                    help=argparse.SUPPRESS)  # the relay child process  # fmt: skip
     args = ap.parse_args(argv)
     if args.runs < 1 or args.delay_ms < 0:
         ap.error("--runs must be at least 1 and --delay-ms at least 0")
     return args
-
-
-# -- the relay: a round trip of DELAY_MS in front of NSD ----------------------------------------
-
-
-class _Relay(asyncio.DatagramProtocol):
-    """Forward each query to NSD after ``delay`` seconds; answers go straight back by query id."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.waiting: dict[bytes, list[tuple[str, int]]] = {}
-        self.down: asyncio.DatagramTransport | None = None
-        self.up: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.down = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.waiting.setdefault(data[:2], []).append(addr)
-        assert self.up is not None
-        asyncio.get_running_loop().call_later(self.delay, self.up.sendto, data)
-
-    def answer(self, data: bytes) -> None:
-        addrs = self.waiting.get(data[:2])
-        if addrs and self.down is not None:
-            self.down.sendto(data, addrs.pop(0))
-            if not addrs:
-                del self.waiting[data[:2]]
-
-
-class _Upstream(asyncio.DatagramProtocol):
-    def __init__(self, relay: _Relay) -> None:
-        self.relay = relay
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.relay.answer(data)
-
-
-async def relay_main(listen: int, upstream: int, delay_ms: float) -> None:
-    loop = asyncio.get_running_loop()
-    relay = _Relay(delay_ms / 1000)
-    await loop.create_datagram_endpoint(lambda: relay, local_addr=("127.0.0.1", listen))
-    up, _ = await loop.create_datagram_endpoint(lambda: _Upstream(relay), remote_addr=("127.0.0.1", upstream))
-    relay.up = up
-    await asyncio.Event().wait()
-
-
-def start_relay(upstream: int, delay_ms: float) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--relay", str(port), str(upstream), str(delay_ms)]
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(OSError, dns.exception.DNSException):
-            dns.query.udp(dns.message.make_query(f"{ZONES[0]}.", "SOA"), "127.0.0.1", port=port, timeout=0.2)
-            return proc, port
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the DNS relay did not start")
 
 
 # -- the measurement -----------------------------------------------------------------------------
@@ -309,7 +242,7 @@ async def measure(args: argparse.Namespace) -> str:
         direct = await Pass(server.port, server, args.runs).run()
         relayed = None
         if args.delay_ms > 0:
-            relay, port = start_relay(server.port, args.delay_ms)
+            relay, port = start_relay(server.port, args.delay_ms, f"{ZONES[0]}.")
             relayed = await Pass(port, server, args.runs).run()
     finally:
         stop_process(relay, 5)
@@ -320,10 +253,6 @@ async def measure(args: argparse.Namespace) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    if args.relay:
-        listen, upstream, delay = args.relay
-        asyncio.run(relay_main(int(listen), int(upstream), delay))
-        return 0
     enter_netns(__file__, argv)
     md = asyncio.run(measure(args))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
