@@ -7,6 +7,8 @@
 NSD answers every query at once (``rrl-ratelimit: 0``: its default rate limit would
 drop answers in bursts), NXDOMAIN with the zone's SOA, so negative caching is real.
 ``silent_udp_port()`` gives a port where nothing ever answers, for timeout tests.
+``start_dns(..., stats=True)`` opens NSD's control socket so ``server.queries()`` reads how
+many queries NSD itself answered (a count from the server side, for benchmarks).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tests.integration.services.process import stop_process
 __all__ = ["NSD", "DnsServer", "dns_factory", "silent_udp_port", "start_dns", "zone"]
 
 NSD = shutil.which("nsd") or "/usr/sbin/nsd"
+NSD_CONTROL = shutil.which("nsd-control") or "/usr/sbin/nsd-control"
 HOST = "127.0.0.1"
 
 
@@ -43,6 +46,15 @@ class DnsServer:
     def log(self) -> str:
         path = self.workdir / "nsd.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def queries(self) -> int:
+        """Queries NSD has answered since it started (``nsd-control stats_noreset``; needs ``stats=True``)."""
+        res = subprocess.run([NSD_CONTROL, "-c", str(self.workdir / "nsd.conf"), "stats_noreset"],
+                             capture_output=True, text=True, timeout=10, check=True)  # fmt: skip
+        for line in res.stdout.splitlines():
+            if line.startswith("num.queries="):
+                return int(line.split("=", 1)[1])
+        raise RuntimeError(f"nsd-control printed no num.queries: {res.stdout[:200]!r}")
 
     def stop(self) -> None:
         proc, self.process = self.process, None
@@ -79,7 +91,7 @@ def _free_port() -> int:
     raise RuntimeError("no free port for the DNS server")
 
 
-def _config(workdir: Path, port: int, names: Sequence[str]) -> str:
+def _config(workdir: Path, port: int, names: Sequence[str], stats: bool) -> str:
     lines = [
         "server:",
         f"    ip-address: {HOST}@{port}",
@@ -96,7 +108,12 @@ def _config(workdir: Path, port: int, names: Sequence[str]) -> str:
         "    verbosity: 1",
         "    rrl-ratelimit: 0",
         "remote-control:",
-        "    control-enable: no",
+        # A unix socket in the workdir: no keys or certificates, and no TCP port to pick.
+        *(
+            ["    control-enable: yes", f"    control-interface: {workdir}/nsd.ctl"]
+            if stats
+            else ["    control-enable: no"]
+        ),
     ]
     for name in names:
         lines += ["zone:", f'    name: "{name}"', f'    zonefile: "{name}.zone"']
@@ -112,7 +129,7 @@ def _answers(port: int, name: str) -> bool:
     return reply.rcode() == dns.rcode.NOERROR and bool(reply.answer)
 
 
-def start_dns(zones: dict[str, str], workdir: Path, ready_timeout: float = 15.0) -> DnsServer:
+def start_dns(zones: dict[str, str], workdir: Path, ready_timeout: float = 15.0, *, stats: bool = False) -> DnsServer:
     """Start NSD serving ``zones`` (name -> zone file text) on a free loopback port."""
     if not zones:
         raise ValueError("start_dns needs at least one zone")
@@ -124,7 +141,7 @@ def start_dns(zones: dict[str, str], workdir: Path, ready_timeout: float = 15.0)
     for _ in range(3):  # the free port may be taken between our probe and NSD's bind
         port = _free_port()
         conf = workdir / "nsd.conf"
-        conf.write_text(_config(workdir, port, names))
+        conf.write_text(_config(workdir, port, names, stats))
         (workdir / "nsd.log").write_text("")
         proc = subprocess.Popen([NSD, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         server = DnsServer(HOST, port, workdir, proc)
