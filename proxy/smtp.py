@@ -290,6 +290,10 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
+        # This protocol and asyncio's SSLProtocol point at each other: without this cut, a TLS
+        # session's OpenSSL buffers wait for a full garbage collection (+60 MB after a flood).
+        self._tls_protocol = None
+        self._original_transport = None
         if not self._counted:
             return
         self._uncount()
