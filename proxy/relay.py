@@ -105,7 +105,7 @@ class _Timed:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        metrics.BACKEND_DURATION.labels(self.stage).observe(time.perf_counter() - self.start)
+        metrics.BACKEND_DURATION_BY(self.stage).observe(time.perf_counter() - self.start)
 
 
 class SmtpTransaction:
@@ -143,7 +143,7 @@ class SmtpTransaction:
         self._in_flight = False
         if not 200 <= resp.code < 400:
             self._identity = None
-        metrics.BACKEND_REPLIES.labels(stage, metrics.reply_class(resp.code)).inc()
+        metrics.BACKEND_REPLIES_BY(stage, metrics.reply_class(resp.code)).inc()
         return BackendReply(resp.code, resp.message)
 
     async def mail(self, sender: str, options: list[str]) -> BackendReply:
@@ -172,14 +172,14 @@ class SmtpTransaction:
             if exc.code >= 400 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
                 self._in_flight = False
                 self._identity = None
-                metrics.BACKEND_REPLIES.labels("data", metrics.reply_class(exc.code)).inc()
+                metrics.BACKEND_REPLIES_BY("data", metrics.reply_class(exc.code)).inc()
                 return BackendReply(exc.code, exc.message)
             await self._drop()
             raise _translate(exc) from exc
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
             raise _translate(exc) from exc
-        metrics.BACKEND_REPLIES.labels("data", metrics.reply_class(resp.code)).inc()
+        metrics.BACKEND_REPLIES_BY("data", metrics.reply_class(resp.code)).inc()
         return BackendReply(resp.code, resp.message)
 
     async def _drop(self) -> None:

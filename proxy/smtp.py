@@ -245,8 +245,8 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             if self.transport is not None:
                 self.transport.close()
             return False
-        metrics.SESSIONS.labels(self.listener_label).inc()
-        metrics.SESSIONS_ACTIVE.labels(self.listener_label).inc()
+        metrics.SESSIONS_BY(self.listener_label).inc()
+        metrics.SESSIONS_ACTIVE_BY(self.listener_label).inc()
         if self.transport is not None:
             self._note_tls(self.transport.get_extra_info("ssl_object"))
         # A balancer's health check (PROXY LOCAL) is served, but it is not a client's session in the logs.
@@ -291,7 +291,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         if not self._counted:
             return
         self._uncount()
-        metrics.SESSIONS_ACTIVE.labels(self.listener_label).dec()
+        metrics.SESSIONS_ACTIVE_BY(self.listener_label).dec()
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.state.txn is not None:
@@ -331,7 +331,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         if isinstance(status, str):
             code = status[:3]
             if code.isdigit():
-                metrics.REPLIES.labels(self._phase, f"{code[0]}xx").inc()
+                metrics.REPLIES_BY(self._phase, f"{code[0]}xx").inc()
             if code in _PROTOCOL_ERRORS:
                 self._errors += 1
                 if status.startswith('500 5.5.2 Error: command "'):
