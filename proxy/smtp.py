@@ -167,6 +167,8 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         self._errors = 0
         self._connect_task: asyncio.Task[None] | None = None
         self._session_id = ""
+        self._deadline = 0.0  # the idle timeout's deadline (loop time): see _reset_timeout
+        self._timer_armed = False
 
     async def _before(self, phase: str, arg: str | None) -> bool:
         """Every command passes here first; False when it was answered already."""
@@ -178,6 +180,32 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             await self.push(replies.BAD_ADDRESS)
             return False
         return True
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, moved by every command: only the deadline moves.
+
+        aiosmtpd cancels its timer and schedules a new one for every command; here the armed timer
+        stays and, when it fires before the deadline (a command came meanwhile), re-arms itself for
+        the rest. A deadline earlier than the armed timer (a shorter timeout) re-arms at once. The
+        connection still times out at the same moment.
+        """
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if self._timer_armed and handle is not None and handle.when() <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timer_armed = True
+        self._timeout_handle = self.loop.call_at(deadline, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._timer_armed = False
+        if self.loop.time() < self._deadline:
+            self._timer_armed = True
+            self._timeout_handle = self.loop.call_at(self._deadline, self._deadline_reached)
+            return
+        self._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # email's header parser (aiosmtpd's way) costs ~10 % of a relay; plain addresses don't need it.
