@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 
 from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.options import IPNetwork, client_address
 from spamgate.proxy import metrics, replies
+from spamgate.proxy.data_stream import DataState, DataStream, read_data
 from spamgate.proxy.logs import bind_session
 from spamgate.proxy.proxy_protocol import ProxyHeaderError, read_proxy_header
 from spamgate.proxy.relay import BackendReply
@@ -39,6 +40,7 @@ from spamgate.proxy.transaction import TransactionController
 __all__ = ["GateSMTP"]
 
 log = logging.getLogger("spamgate.smtp")
+_AIOSMTPD_LOG = logging.getLogger("mail.log")  # aiosmtpd's own logger, for the line of its smtp_DATA we replace
 _PROTOCOL_ERRORS = {"500", "501", "503"}
 # The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
 _BACKGROUND: set[asyncio.Task[Any]] = set()
@@ -443,13 +445,53 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         await self.ctl.abort_transaction()
         return "250 2.0.0 Ok"
 
+    # -- DATA -------------------------------------------------------------------------
+
+    async def _smtp_data(self, arg: str | None) -> None:
+        """aiosmtpd's ``smtp_DATA`` (1.4.6) step for step, but reading the data in blocks (proxy.data_stream).
+
+        Same checks, replies and states; decode_data is off for GateSMTP, so content is bytes.
+        """
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        stream = DataStream(self.line_length_limit, self.data_size_limit)
+        try:
+            await read_data(self._reader, stream, lambda: self.transport is not None)
+        except asyncio.CancelledError:
+            _AIOSMTPD_LOG.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if stream.state is not DataState.NOMINAL:
+            if stream.state is DataState.TOO_LONG:
+                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            else:
+                await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        content = stream.content()
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
 
 def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
-    """aiosmtpd's ``smtp_<COMMAND>``, with ``_before`` first (wraps keeps its HELP syntax)."""
-    command = getattr(SMTP, name)
+    """aiosmtpd's ``smtp_<COMMAND>`` (or ours), with ``_before`` first (wraps keeps its HELP syntax)."""
+    command = _OWN.get(name) or getattr(SMTP, name)
     phase = name[len("smtp_") :].lower()
 
-    @functools.wraps(command)
+    @functools.wraps(getattr(SMTP, name))
     async def tracked(self: GateSMTP, arg: str | None) -> None:
         if await self._before(phase, arg):
             await command(self, arg)
@@ -457,6 +499,7 @@ def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
     return tracked
 
 
+_OWN: dict[str, Callable[[GateSMTP, str | None], Awaitable[None]]] = {"smtp_DATA": GateSMTP._smtp_data}
 for _name in [n for n in dir(SMTP) if n.startswith("smtp_")]:
     setattr(GateSMTP, _name, _track(_name))
 _COMMANDS = tuple(n for n in dir(GateSMTP) if n.startswith("smtp_"))
