@@ -62,7 +62,8 @@ async def _aiosmtpd(smtp: SMTP, data: bytes, cuts: list[int], line_limit: int,
     return state, content, await reader.read()
 
 
-async def _ours(data: bytes, cuts: list[int], line_limit: int, size_limit: int) -> tuple[DataState, bytes | None, bytes]:
+async def _ours(data: bytes, cuts: list[int], line_limit: int,
+                size_limit: int) -> tuple[DataState, bytes | None, bytes]:
     reader = asyncio.StreamReader(limit=line_limit)
     feeder = asyncio.ensure_future(_feed(reader, data, cuts))
     stream = DataStream(line_limit, size_limit or None)
