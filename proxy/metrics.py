@@ -8,8 +8,10 @@ a HELO name or exception text: those go to the logs, keyed by the session id.
 from __future__ import annotations
 
 import os
+from typing import Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, multiprocess
+from prometheus_client.metrics import MetricWrapperBase
 
 from spamgate.proxy import __version__
 
@@ -97,3 +99,30 @@ def exposition_registry() -> CollectorRegistry:
 
 def reply_class(code: int) -> str:
     return f"{code // 100}xx"
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Bound(Generic[M]):
+    """A metric's children, bound once per label values: ``labels()`` validates, locks and looks up on
+    every call, and the hot path (every reply, command and message) asks for the same few children.
+    Only for closed label sets (a child is kept for the process's life)."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+SESSIONS_BY = Bound(SESSIONS)
+SESSIONS_ACTIVE_BY = Bound(SESSIONS_ACTIVE)
+REPLIES_BY = Bound(REPLIES)
+TRANSACTIONS_BY = Bound(TRANSACTIONS)
+BACKEND_REPLIES_BY = Bound(BACKEND_REPLIES)
+BACKEND_DURATION_BY = Bound(BACKEND_DURATION)

@@ -3,14 +3,18 @@
 The backend session opens at the client's first MAIL FROM; MAIL and every RCPT are
 relayed and the backend's reply goes back as-is; at end of DATA the message goes to
 the backend and the client gets the backend's own final reply. Connections are kept
-in a small pool (RSET between transactions) and re-identified with XCLIENT for each
-new client, so Postfix applies its policies to the real client.
+in a small pool and re-identified with XCLIENT for each new client, so Postfix applies
+its policies to the real client. A completed DATA resets the backend's transaction
+(RFC 5321 4.1.1.4): only an aborted one costs a RSET. A pooled connection whose last
+XCLIENT + EHLO sent exactly the attributes the next client needs is not identified again
+(two round trips less per message); any error reply or RSET on it forgets that identity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -102,15 +106,22 @@ class _Timed:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        metrics.BACKEND_DURATION.labels(self.stage).observe(time.perf_counter() - self.start)
+        metrics.BACKEND_DURATION_BY(self.stage).observe(time.perf_counter() - self.start)
 
 
 class SmtpTransaction:
-    def __init__(self, backend: SmtpBackend, conn: aiosmtplib.SMTP, client: ClientFacts, xforward: bool) -> None:
+    def __init__(self, backend: SmtpBackend, conn: aiosmtplib.SMTP, client: ClientFacts, xforward: bool,
+                 identity: bytes | None = None, reused: bool = False) -> None:
         self._backend = backend
         self._conn = conn
         self._client = client
         self._xforward = xforward
+        # What the backend was last told about the client on this connection (XCLIENT + EHLO); None
+        # once anything but a success happened on it, so the next client is identified again.
+        self._identity = identity
+        # The identification was skipped: a connection the backend closed while pooled shows only
+        # at the first command, which then starts over on a fresh connection (as begin() does).
+        self._retry_fresh = reused
         self._done = False
         # True while a command waits for its reply. If the wait is cancelled (the client went
         # away), the reply may still arrive and be paired with a later command: such a
@@ -118,15 +129,22 @@ class SmtpTransaction:
         self._in_flight = False
 
     async def _cmd(self, stage: str, *args: bytes) -> BackendReply:
+        retry, self._retry_fresh = self._retry_fresh, False
         self._in_flight = True
         try:
             with _Timed(stage):
                 resp = await self._conn.execute_command(*args)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
-            raise _translate(exc) from exc
+            if not retry:
+                raise _translate(exc) from exc
+            self._conn, self._xforward, self._identity = await self._backend.fresh(self._client)
+            self._done = False
+            return await self._cmd(stage, *args)
         self._in_flight = False
-        metrics.BACKEND_REPLIES.labels(stage, metrics.reply_class(resp.code)).inc()
+        if not 200 <= resp.code < 400:
+            self._identity = None
+        metrics.BACKEND_REPLIES_BY(stage, metrics.reply_class(resp.code)).inc()
         return BackendReply(resp.code, resp.message)
 
     async def mail(self, sender: str, options: list[str]) -> BackendReply:
@@ -154,14 +172,15 @@ class SmtpTransaction:
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code >= 400 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
                 self._in_flight = False
-                metrics.BACKEND_REPLIES.labels("data", metrics.reply_class(exc.code)).inc()
+                self._identity = None
+                metrics.BACKEND_REPLIES_BY("data", metrics.reply_class(exc.code)).inc()
                 return BackendReply(exc.code, exc.message)
             await self._drop()
             raise _translate(exc) from exc
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
             raise _translate(exc) from exc
-        metrics.BACKEND_REPLIES.labels("data", metrics.reply_class(resp.code)).inc()
+        metrics.BACKEND_REPLIES_BY("data", metrics.reply_class(resp.code)).inc()
         return BackendReply(resp.code, resp.message)
 
     async def _drop(self) -> None:
@@ -177,6 +196,10 @@ class SmtpTransaction:
             self._conn.close()
             return
         if reset:
+            # Not after a completed DATA (RFC 5321 4.1.1.4: the backend has reset already): only an
+            # aborted transaction gets here. Its identity is forgotten: XCLIENT resets the backend's
+            # whole session state (error and junk-command counts included) for the next client.
+            self._identity = None
             try:
                 resp = await self._conn.execute_command(b"RSET")
                 if resp.code != 250:
@@ -185,7 +208,7 @@ class SmtpTransaction:
             except (TimeoutError, aiosmtplib.SMTPException, OSError):
                 self._conn.close()
                 return
-        self._backend.release(self._conn)
+        self._backend.release(self._conn, self._identity)
 
 
 class SmtpBackend:
@@ -194,9 +217,13 @@ class SmtpBackend:
     def __init__(self, cfg: BackendConfig, helo_name: str) -> None:
         self.cfg = cfg
         self.helo_name = cfg.helo_name or helo_name
-        self._idle: collections.deque[tuple[float, aiosmtplib.SMTP]] = collections.deque()
+        # (released at, connection, identity: see _identify)
+        self._idle: collections.deque[tuple[float, aiosmtplib.SMTP, bytes | None]] = collections.deque()
         self.outage = Outage(f"backend {cfg.host}:{cfg.port}", log)
         self._warned_anonymous = False
+        # The XCLIENT attributes the backend offered last (the same on every connection to it): to
+        # pick a pooled connection already identified as the next client.
+        self._offered: frozenset[str] | None = None
 
     async def _connect(self) -> aiosmtplib.SMTP:
         conn = aiosmtplib.SMTP(
@@ -221,48 +248,83 @@ class SmtpBackend:
         self.outage.ok()
         return conn
 
-    def _take_idle(self) -> aiosmtplib.SMTP | None:
+    def _take_idle(self, identity: bytes | None) -> tuple[aiosmtplib.SMTP, bytes | None] | None:
+        """The newest live idle connection, preferring one already identified as ``identity``."""
         now = time.monotonic()
-        while self._idle:
-            since, conn = self._idle.pop()
-            if conn.is_connected and now - since < self.cfg.pool_idle_seconds:
-                metrics.BACKEND_POOL.set(len(self._idle))
-                return conn
+        idle = self._idle
+        while idle and not (idle[0][1].is_connected and now - idle[0][0] < self.cfg.pool_idle_seconds):
+            idle.popleft()[1].close()  # the oldest first: expired or closed by the backend
+        if identity is not None:
+            for i in range(len(idle) - 1, -1, -1):
+                if idle[i][2] == identity and idle[i][1].is_connected:
+                    _, conn, known = idle[i]
+                    del idle[i]
+                    metrics.BACKEND_POOL.set(len(idle))
+                    return conn, known
+        while idle:
+            _, conn, known = idle.pop()
+            if conn.is_connected:
+                metrics.BACKEND_POOL.set(len(idle))
+                return conn, known
             conn.close()
         metrics.BACKEND_POOL.set(0)
         return None
 
-    def release(self, conn: aiosmtplib.SMTP) -> None:
+    def release(self, conn: aiosmtplib.SMTP, identity: bytes | None = None) -> None:
         if len(self._idle) >= self.cfg.pool_size or not conn.is_connected:
             conn.close()
             return
-        self._idle.append((time.monotonic(), conn))
+        self._idle.append((time.monotonic(), conn, identity))
         metrics.BACKEND_POOL.set(len(self._idle))
 
-    async def _identify(self, conn: aiosmtplib.SMTP, client: ClientFacts) -> bool:
-        """Send XCLIENT when offered; returns True when XFORWARD must be used instead."""
+    @staticmethod
+    @functools.lru_cache(maxsize=1024)
+    def _identity(client: ClientFacts, offered: frozenset[str]) -> tuple[bytes, str | None, bytes]:
+        """XCLIENT's arguments, the EHLO name after it, and both as one key: what the backend knows.
+
+        Cached: asked twice per transaction (to pick a pooled connection, then to compare), and
+        mostly for the same few clients; xtext-encoding every attribute each time showed in profiles.
+        """
+        wanted = {
+            "ADDR": _xclient_addr(client.addr),
+            "NAME": client.xclient_name,
+            "REVERSE_NAME": client.reverse_name or client.xclient_name,
+            "HELO": client.helo or "[UNAVAILABLE]",
+            "PROTO": client.proto,
+            "PORT": str(client.port) if client.port else None,
+            "LOGIN": client.login,
+        }
+        # Send only what the backend says it understands (an unknown attribute is a 501).
+        args = " ".join(f"{k}={xtext(v)}" for k, v in wanted.items()
+                        if v is not None and (not offered or k in offered)).encode()
+        # The EHLO after XCLIENT sets the HELO name Postfix logs and checks: the client's, not ours.
+        helo = client.helo if client.helo and client.helo.isascii() else None
+        return args, helo, args + b"\nEHLO " + (helo or "").encode()
+
+    def _wanted(self, client: ClientFacts) -> bytes | None:
+        if self._offered is None or self.cfg.xclient == "off":
+            return None
+        return self._identity(client, self._offered)[2]
+
+    async def _identify(self, conn: aiosmtplib.SMTP, client: ClientFacts,
+                        known: bytes | None) -> tuple[bool, bytes | None, bool]:
+        """Send XCLIENT when offered, unless ``known`` (the connection's identity) is this client's already.
+
+        Returns (use XFORWARD instead, the connection's identity now, XCLIENT was skipped).
+        """
         if self.cfg.xclient == "off":
-            return False
+            return False, None, False
         if conn.supports_extension("xclient"):
-            offered = set(conn.esmtp_extensions.get("xclient", "").upper().split())
-            wanted = {
-                "ADDR": _xclient_addr(client.addr),
-                "NAME": client.xclient_name,
-                "REVERSE_NAME": client.reverse_name or client.xclient_name,
-                "HELO": client.helo or "[UNAVAILABLE]",
-                "PROTO": client.proto,
-                "PORT": str(client.port) if client.port else None,
-                "LOGIN": client.login,
-            }
-            # Send only what the backend says it understands (an unknown attribute is a 501).
-            attrs = [f"{k}={xtext(v)}" for k, v in wanted.items() if v is not None and (not offered or k in offered)]
-            resp = await conn.execute_command(b"XCLIENT", " ".join(attrs).encode())
+            self._offered = offered = frozenset(conn.esmtp_extensions.get("xclient", "").upper().split())
+            args, helo, identity = self._identity(client, offered)
+            if identity == known:
+                return False, identity, True
+            resp = await conn.execute_command(b"XCLIENT", args)
             # Postfix answers 220 (a fresh greeting); other implementations (smtp-sink) 250.
             if not 200 <= resp.code < 300:
                 raise aiosmtplib.SMTPResponseException(resp.code, f"XCLIENT refused: {resp.message}")
-            # The EHLO after XCLIENT sets the HELO name Postfix logs and checks: the client's, not ours.
-            await conn.ehlo(hostname=client.helo if client.helo and client.helo.isascii() else None)
-            return False
+            await conn.ehlo(hostname=helo)
+            return False, identity, False
         if not conn.supports_extension("xforward") and not self._warned_anonymous:
             # Once per process: the backend's relay and rate checks see spamgate's address for everyone.
             self._warned_anonymous = True
@@ -270,18 +332,19 @@ class SmtpBackend:
                         "spamgate's own address; authorise us (smtpd_authorized_xclient_hosts, deploy/postfix/) "
                         "and set [auth] local_domains so spamgate refuses relaying itself", self.cfg.host,
                         self.cfg.port)
-        return conn.supports_extension("xforward")
+        return conn.supports_extension("xforward"), None, False
 
     async def begin(self, client: ClientFacts) -> Transaction:
-        conn = self._take_idle()
+        pooled = self._take_idle(self._wanted(client))
+        conn, known = pooled if pooled is not None else (None, None)
         for attempt in (0, 1):
             if conn is None:
                 conn = await self._connect()
             identified = False
             try:
-                xforward = await self._identify(conn, client)
+                xforward, identity, reused = await self._identify(conn, client, known)
                 identified = True
-                return SmtpTransaction(self, conn, client, xforward)
+                return SmtpTransaction(self, conn, client, xforward, identity, reused)
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 # A pooled connection may have been closed by the backend's idle timeout.
                 if attempt == 1:
@@ -289,8 +352,22 @@ class SmtpBackend:
             finally:
                 if not identified:  # failed, or cancelled mid-reply: never reuse it
                     conn.close()
-            conn = None
+            conn, known = None, None
         raise AssertionError("unreachable")
+
+    async def fresh(self, client: ClientFacts) -> tuple[aiosmtplib.SMTP, bool, bytes | None]:
+        """A new connection, identified for ``client``: (connection, use XFORWARD, identity)."""
+        conn = await self._connect()
+        identified = False
+        try:
+            xforward, identity, _ = await self._identify(conn, client, None)
+            identified = True
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            raise _translate(exc) from exc
+        finally:
+            if not identified:
+                conn.close()
+        return conn, xforward, identity
 
     async def ping(self) -> bool:
         try:
@@ -304,7 +381,7 @@ class SmtpBackend:
 
     async def close(self) -> None:
         while self._idle:
-            _, conn = self._idle.pop()
+            _, conn, _ = self._idle.pop()
             try:
                 await asyncio.wait_for(conn.quit(), 2)
             except (TimeoutError, aiosmtplib.SMTPException, OSError):

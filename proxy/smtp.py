@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 
 from spamgate.filters.sdk.api import Reply
 from spamgate.filters.sdk.options import IPNetwork, client_address
 from spamgate.proxy import metrics, replies
+from spamgate.proxy.data_stream import DataState, DataStream, read_data
 from spamgate.proxy.logs import bind_session
 from spamgate.proxy.proxy_protocol import ProxyHeaderError, read_proxy_header
 from spamgate.proxy.relay import BackendReply
@@ -39,6 +40,7 @@ from spamgate.proxy.transaction import TransactionController
 __all__ = ["GateSMTP"]
 
 log = logging.getLogger("spamgate.smtp")
+_AIOSMTPD_LOG = logging.getLogger("mail.log")  # aiosmtpd's own logger, for the line of its smtp_DATA we replace
 _PROTOCOL_ERRORS = {"500", "501", "503"}
 # The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
 _BACKGROUND: set[asyncio.Task[Any]] = set()
@@ -168,6 +170,8 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         self._errors = 0
         self._connect_task: asyncio.Task[None] | None = None
         self._session_id = ""
+        self._deadline = 0.0  # the idle timeout's deadline (loop time): see _reset_timeout
+        self._timer_armed = False
 
     async def _before(self, phase: str, arg: str | None) -> bool:
         """Every command passes here first; False when it was answered already."""
@@ -179,6 +183,32 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             await self.push(replies.BAD_ADDRESS)
             return False
         return True
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, moved by every command: only the deadline moves.
+
+        aiosmtpd cancels its timer and schedules a new one for every command; here the armed timer
+        stays and, when it fires before the deadline (a command came meanwhile), re-arms itself for
+        the rest. A deadline earlier than the armed timer (a shorter timeout) re-arms at once. The
+        connection still times out at the same moment.
+        """
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if self._timer_armed and handle is not None and handle.when() <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timer_armed = True
+        self._timeout_handle = self.loop.call_at(deadline, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._timer_armed = False
+        if self.loop.time() < self._deadline:
+            self._timer_armed = True
+            self._timeout_handle = self.loop.call_at(self._deadline, self._deadline_reached)
+            return
+        self._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # email's header parser (aiosmtpd's way) costs ~10 % of a relay; plain addresses don't need it.
@@ -247,8 +277,8 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             if self.transport is not None:
                 self.transport.close()
             return False
-        metrics.SESSIONS.labels(self.listener_label).inc()
-        metrics.SESSIONS_ACTIVE.labels(self.listener_label).inc()
+        metrics.SESSIONS_BY(self.listener_label).inc()
+        metrics.SESSIONS_ACTIVE_BY(self.listener_label).inc()
         if self.transport is not None:
             self._note_tls(self.transport.get_extra_info("ssl_object"))
         # A balancer's health check (PROXY LOCAL) is served, but it is not a client's session in the logs.
@@ -297,7 +327,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         if not self._counted:
             return
         self._uncount()
-        metrics.SESSIONS_ACTIVE.labels(self.listener_label).dec()
+        metrics.SESSIONS_ACTIVE_BY(self.listener_label).dec()
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.state.txn is not None:
@@ -345,7 +375,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         if isinstance(status, str):
             code = status[:3]
             if code.isdigit():
-                metrics.REPLIES.labels(self._phase, f"{code[0]}xx").inc()
+                metrics.REPLIES_BY(self._phase, f"{code[0]}xx").inc()
             if code in _PROTOCOL_ERRORS:
                 self._errors += 1
                 if status.startswith('500 5.5.2 Error: command "'):
@@ -429,10 +459,50 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         await self.ctl.abort_transaction()
         return "250 2.0.0 Ok"
 
+    # -- DATA -------------------------------------------------------------------------
+
+    async def _smtp_data(self, arg: str | None) -> None:
+        """aiosmtpd's ``smtp_DATA`` (1.4.6) step for step, but reading the data in blocks (proxy.data_stream).
+
+        Same checks, replies and states; decode_data is off for GateSMTP, so content is bytes.
+        """
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        stream = DataStream(self.line_length_limit, self.data_size_limit)
+        try:
+            await read_data(self._reader, stream, lambda: self.transport is not None)
+        except asyncio.CancelledError:
+            _AIOSMTPD_LOG.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if stream.state is not DataState.NOMINAL:
+            if stream.state is DataState.TOO_LONG:
+                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            else:
+                await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        content = stream.content()
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
 
 def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
-    """aiosmtpd's ``smtp_<COMMAND>``, with ``_before`` first (wraps keeps its HELP syntax)."""
-    command = getattr(SMTP, name)
+    """aiosmtpd's ``smtp_<COMMAND>`` (or ours), with ``_before`` first (wraps keeps its HELP syntax)."""
+    command = _OWN.get(name) or getattr(SMTP, name)
     phase = name[len("smtp_") :].lower()
 
     if phase == "starttls":
@@ -445,7 +515,7 @@ def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
 
         return starttls
 
-    @functools.wraps(command)
+    @functools.wraps(getattr(SMTP, name))
     async def tracked(self: GateSMTP, arg: str | None) -> None:
         if await self._before(phase, arg):
             await command(self, arg)
@@ -453,6 +523,7 @@ def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
     return tracked
 
 
+_OWN: dict[str, Callable[[GateSMTP, str | None], Awaitable[None]]] = {"smtp_DATA": GateSMTP._smtp_data}
 for _name in [n for n in dir(SMTP) if n.startswith("smtp_")]:
     setattr(GateSMTP, _name, _track(_name))
 _COMMANDS = tuple(n for n in dir(GateSMTP) if n.startswith("smtp_"))

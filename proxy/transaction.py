@@ -196,7 +196,7 @@ class TransactionController:
         if result.reply is not None:
             await self._release(txn, reset=True)
             action = "reject" if result.decision is Decision.REJECT else "tempfail"
-            metrics.TRANSACTIONS.labels(action).inc()
+            metrics.TRANSACTIONS_BY(action).inc()
             return result.reply, f"{action} by {result.decided_by}"
         board = txn.board
         score = board.score
@@ -218,7 +218,7 @@ class TransactionController:
         if plan.kind is EndOfData.REFUSE:
             assert plan.reply is not None
             await self._release(txn, reset=True)
-            metrics.TRANSACTIONS.labels(plan.label).inc()
+            metrics.TRANSACTIONS_BY(plan.label).inc()
             return plan.reply, plan.summary
         return await self._relay(txn, final, plan.label)
 
@@ -235,10 +235,10 @@ class TransactionController:
             )
         except OSError as exc:
             log.error("quarantine=failed error=%s", exc)
-            metrics.TRANSACTIONS.labels("tempfail").inc()
+            metrics.TRANSACTIONS_BY("tempfail").inc()
             return replies.QUARANTINE_FULL, "tempfail (quarantine failed)"
         metrics.QUARANTINED.inc()
-        metrics.TRANSACTIONS.labels("quarantine").inc()
+        metrics.TRANSACTIONS_BY("quarantine").inc()
         return Reply(250, "2.0.0", f"Ok: quarantined as {qid}"), f"quarantine id={qid}"
 
     async def _relay(self, txn: TransactionState, final: bytes, action: str) -> tuple[AnyReply, str]:
@@ -247,14 +247,14 @@ class TransactionController:
             reply = await txn.backend.data(final)
         except BackendError as exc:
             log.debug("backend=%s stage=data error=%s", exc.kind, exc)
-            metrics.TRANSACTIONS.labels("error").inc()
+            metrics.TRANSACTIONS_BY("error").inc()
             return exc.reply, "backend_error"
         await txn.backend.finish(reset=False)
         if reply.ok:
-            metrics.TRANSACTIONS.labels(action).inc()
+            metrics.TRANSACTIONS_BY(action).inc()
             return reply, action
         label = "backend_tempfail" if reply.code < 500 else "backend_reject"
-        metrics.TRANSACTIONS.labels(label).inc()
+        metrics.TRANSACTIONS_BY(label).inc()
         return reply, label
 
     @staticmethod

@@ -51,6 +51,7 @@ class FakeMTA:
         self.xforward = xforward
         self.hang_on = hang_on
         self.slow_on = slow_on
+        self.drop_on: str | None = None  # close the connection at this verb, once, without a reply
         self.lines: list[bytes] = []
         self.data: list[bytes] = []
         self.connections = 0
@@ -83,6 +84,9 @@ class FakeMTA:
                 verb = line.split()[0].upper().decode() if line.strip() else ""
                 if verb == self.hang_on:
                     await asyncio.sleep(3600)
+                if verb == self.drop_on:
+                    self.drop_on = None
+                    break
                 if verb == self.slow_on:
                     await asyncio.sleep(0.5)
                 if verb == "EHLO":
@@ -267,3 +271,92 @@ async def test_connection_with_a_cancelled_command_is_never_pooled() -> None:
         await be.close()
     finally:
         await m.stop()
+
+
+# -- identity reuse: a pooled connection already identified as this client skips XCLIENT + EHLO --
+
+
+async def _deliver(be: SmtpBackend, client: ClientFacts, rcpt: str = "alice@example.edu") -> BackendReply:
+    txn = await be.begin(client)
+    assert (await txn.mail("a@example.org", [])).ok
+    await txn.rcpt(rcpt, [])
+    reply = await txn.data(b"Subject: x\r\n\r\nbody\r\n")
+    await txn.finish(reset=False)
+    return reply
+
+
+async def test_same_client_again_skips_xclient_and_rset(mta: FakeMTA) -> None:
+    be = _backend(mta.port)
+    assert (await _deliver(be, CLIENT)).ok
+    assert (await _deliver(be, CLIENT)).ok
+    assert mta.connections == 1
+    # No RSET after a completed DATA, no second XCLIENT + EHLO for the very same attributes.
+    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA"]
+    assert len(mta.data) == 2
+    await be.close()
+
+
+@pytest.mark.parametrize("other", [
+    ClientFacts(addr="192.0.2.99", port=4711, helo="mx.example.org"),
+    ClientFacts(addr="192.0.2.7", port=4712, helo="mx.example.org"),  # same host, another connection
+    ClientFacts(addr="192.0.2.7", port=4711, helo="other.example.org"),
+    ClientFacts(addr="192.0.2.7", port=4711, helo="mx.example.org", login="alice"),
+    ClientFacts(addr="192.0.2.7", port=4711, helo="mx.example.org", name="mx.example.org"),
+])
+async def test_any_other_attribute_gets_xclient_again(mta: FakeMTA, other: ClientFacts) -> None:
+    be = _backend(mta.port)
+    assert (await _deliver(be, CLIENT)).ok
+    assert (await _deliver(be, other)).ok
+    assert mta.connections == 1
+    xclient = [ln for ln in mta.lines if ln.startswith(b"XCLIENT")]
+    assert len(xclient) == 2 and xclient[0] != xclient[1]
+    assert mta.verbs()[6:9] == ["XCLIENT", "EHLO", "MAIL"]
+    await be.close()
+
+
+async def test_an_error_reply_forgets_the_identity(mta: FakeMTA) -> None:
+    # A rejected recipient counts as an error in the backend's session: the next message, even
+    # from the same client, starts from a fresh XCLIENT (which resets that session state).
+    be = _backend(mta.port)
+    await _deliver(be, CLIENT, rcpt="nobody@example.edu")
+    assert (await _deliver(be, CLIENT)).ok
+    assert [v for v in mta.verbs() if v == "XCLIENT"] == ["XCLIENT", "XCLIENT"]
+    await be.close()
+
+
+async def test_an_aborted_transaction_is_reset_and_reidentified(mta: FakeMTA) -> None:
+    be = _backend(mta.port)
+    t1 = await be.begin(CLIENT)
+    await t1.mail("a@example.org", [])
+    await t1.finish(reset=True)  # the client sent RSET, or a filter refused the message
+    assert (await _deliver(be, CLIENT)).ok
+    assert mta.connections == 1
+    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RSET", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA"]
+    await be.close()
+
+
+async def test_a_reused_connection_dead_at_the_first_command_is_replaced(mta: FakeMTA) -> None:
+    # The backend closed the pooled connection, but we have not seen it yet (is_connected still
+    # true): with XCLIENT skipped, MAIL is the first command to find out. The message still goes,
+    # over a fresh connection identified from scratch.
+    be = _backend(mta.port)
+    assert (await _deliver(be, CLIENT)).ok
+    mta.drop_on = "MAIL"
+    assert (await _deliver(be, CLIENT)).ok
+    assert mta.connections == 2
+    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA", "MAIL",
+                           "EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA"]
+    assert len(mta.data) == 2
+    await be.close()
+
+
+async def test_the_pool_prefers_a_connection_identified_as_the_client(mta: FakeMTA) -> None:
+    be = _backend(mta.port)
+    other = ClientFacts(addr="192.0.2.99", helo="b.example.org")
+    ta, tb = await be.begin(CLIENT), await be.begin(other)
+    await ta.finish(reset=False)
+    await tb.finish(reset=False)  # the newest idle connection is other's
+    assert (await _deliver(be, CLIENT)).ok
+    assert mta.connections == 2
+    assert [v for v in mta.verbs() if v == "XCLIENT"] == ["XCLIENT", "XCLIENT"]
+    await be.close()
