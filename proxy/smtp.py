@@ -214,7 +214,11 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         # email's header parser (aiosmtpd's way) costs ~10 % of a relay; plain addresses don't need it.
         m = _PLAIN_ADDR.match(arg)
         if m is not None:
-            return m.group(1), arg[m.end() :].lstrip()
+            # What follows is folding white space (space, tab) and comments to aiosmtpd's parser:
+            # a comment is the slow path's business.
+            rest = arg[m.end() :].lstrip(" \t")
+            if not rest.startswith("("):
+                return m.group(1), rest
         try:
             result: tuple[str | None, str | None] = super()._getaddr(arg)
         except (IndexError, AttributeError, UnboundLocalError, HeaderParseError):

@@ -177,6 +177,9 @@ def _bare_gate() -> Any:
 @example(arg="<a@[a@x>")
 @example(arg='"q" @[ ')
 @example(arg="<a@b.c> SIZE=1")
+@example(arg="<0@0>(")
+@example(arg="<a@b.c> (comment) SIZE=1")
+@example(arg="<a@b.c>\u2000SIZE=1")
 def test_fast_address_path_agrees_with_aiosmtpd(arg: str) -> None:
     reference: Any = object.__new__(SMTP)
     try:
