@@ -20,12 +20,13 @@ from spamgate.proxy.console import ConsoleServer
 from spamgate.proxy.filter_metrics import FILTER_METRICS
 from spamgate.proxy.http import HealthServer
 from spamgate.proxy.maildir import MaildirBackend
+from spamgate.proxy.peers import proxy_header_peer, socket_peer
 from spamgate.proxy.pipeline import PluginError, build_pipeline
 from spamgate.proxy.quarantine import Quarantine
 from spamgate.proxy.rdns import ReverseResolver
 from spamgate.proxy.relay import BackendProtocol, SmtpBackend
 from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
-from spamgate.proxy.smtp import GateSMTP, proxy_header_peer, socket_peer, spawn
+from spamgate.proxy.smtp import GateSMTP, spawn
 from spamgate.proxy.state import StateSeam, make_state
 from spamgate.proxy.state_redis import RedisStore
 from spamgate.proxy.workers import Seat

@@ -22,25 +22,23 @@ from collections.abc import Awaitable, Callable, Coroutine
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
+from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 
 from spamgate.filters.sdk.api import Reply
-from spamgate.filters.sdk.options import IPNetwork, client_address
 from spamgate.proxy import metrics, replies
-from spamgate.proxy.data_stream import DataState, DataStream, read_data
 from spamgate.proxy.logs import bind_session
-from spamgate.proxy.proxy_protocol import ProxyHeaderError, read_proxy_header
+from spamgate.proxy.peers import AddressSource, in_networks, socket_peer
 from spamgate.proxy.relay import BackendReply
 from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
 from spamgate.proxy.session import SessionState, has_control_chars
 from spamgate.proxy.smtp_auth import AuthMixin
+from spamgate.proxy.smtp_data import DataMixin
 from spamgate.proxy.transaction import TransactionController
 
 __all__ = ["GateSMTP"]
 
 log = logging.getLogger("spamgate.smtp")
-_AIOSMTPD_LOG = logging.getLogger("mail.log")  # aiosmtpd's own logger, for the line of its smtp_DATA we replace
 _PROTOCOL_ERRORS = {"500", "501", "503"}
 # The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
 _BACKGROUND: set[asyncio.Task[Any]] = set()
@@ -55,49 +53,6 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> None:
 # <local@domain> with a dot-atom local part and a host-name domain: the overwhelming majority.
 _PLAIN_ADDR = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                          r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>")
-
-AddressSource = Callable[["GateSMTP"], Awaitable["tuple[str, int] | None"]]
-"""Where a session's client address comes from; None ends the connection quietly (not a session)."""
-
-
-async def socket_peer(gate: GateSMTP) -> tuple[str, int] | None:
-    """The default address source: the TCP peer."""
-    peer = gate.transport.get_extra_info("peername") if gate.transport is not None else None
-    return (str(peer[0]), int(peer[1])) if peer else ("unknown", 0)
-
-
-PROXY_HEADER_TIMEOUT = 5.0  # a balancer writes its header at once; a slow one is a broken one
-
-
-async def proxy_header_peer(gate: GateSMTP) -> tuple[str, int] | None:
-    """The address source of a ``proxy_protocol`` listener: the client a trusted balancer names.
-
-    Only a peer in ``trusted_proxies`` is read for a header (anyone else is a client, and a
-    PROXY line from it is refused by ``smtp_PROXY``). A bad or missing header is a 421; the
-    balancer's health check (connect and close, or PROXY LOCAL) is served quietly, never a
-    session in the logs.
-    """
-    peer = await socket_peer(gate)
-    assert peer is not None
-    lst = gate.runtime.listener(gate.listener_label)
-    if not _exempt(peer[0], lst.trusted_proxies):
-        return peer
-    try:
-        info = await read_proxy_header(gate._reader, PROXY_HEADER_TIMEOUT)
-    except ProxyHeaderError as exc:
-        metrics.SESSIONS_REFUSED.labels(gate.listener_label, "proxy_header").inc()
-        log.warning("proxy=%s refused: %s", peer[0], exc)
-        await gate.push("421 4.7.0 Bad or missing PROXY protocol header")
-        return None
-    if info is None:
-        log.debug("proxy=%s health check (connect and close)", peer[0])
-        return None
-    if info.local or info.source is None:
-        log.debug("proxy=%s health check (PROXY LOCAL)", peer[0])
-        gate.health_check = True
-        return peer
-    return info.source
-
 
 @functools.lru_cache(maxsize=16)
 def _template(hostname: str, ident: str, data_size_limit: int, timeout: float,
@@ -117,7 +72,7 @@ def _template(hostname: str, ident: str, data_size_limit: int, timeout: float,
 
 # misc: AuthMixin's auth_PLAIN/auth_LOGIN take (self, args), the handler form aiosmtpd calls for
 # them, not the (self, server, args) of the builtins they replace.
-class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
+class GateSMTP(AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
     """One client connection: aiosmtpd's protocol, whose handler is this class itself.
 
     aiosmtpd calls a handler's hooks as ``handle_<COMMAND>(server, session, envelope, ...)``;
@@ -302,7 +257,7 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
             return replies.TOO_MANY_SESSIONS
         now, self._in_store = await rt.counter.open(ip)
         self._counted = True
-        if now > limits.max_sessions_per_ip and not _exempt(ip, limits.exempt_networks):
+        if now > limits.max_sessions_per_ip and not in_networks(ip, limits.exempt_networks):
             self._uncount()
             metrics.SESSIONS_REFUSED.labels(self.listener_label, "max_sessions_per_ip").inc()
             return replies.TOO_MANY_FROM_IP
@@ -463,46 +418,6 @@ class GateSMTP(AuthMixin, SMTP):  # type: ignore[misc]
         await self.ctl.abort_transaction()
         return "250 2.0.0 Ok"
 
-    # -- DATA -------------------------------------------------------------------------
-
-    async def _smtp_data(self, arg: str | None) -> None:
-        """aiosmtpd's ``smtp_DATA`` (1.4.6) step for step, but reading the data in blocks (proxy.data_stream).
-
-        Same checks, replies and states; decode_data is off for GateSMTP, so content is bytes.
-        """
-        if await self.check_helo_needed():
-            return
-        if await self.check_auth_needed("DATA"):
-            return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        stream = DataStream(self.line_length_limit, self.data_size_limit)
-        try:
-            await read_data(self._reader, stream, lambda: self.transport is not None)
-        except asyncio.CancelledError:
-            _AIOSMTPD_LOG.info("Connection lost during DATA")
-            self._writer.close()
-            raise
-        if stream.state is not DataState.NOMINAL:
-            if stream.state is DataState.TOO_LONG:
-                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
-            else:
-                await self.push("552 Error: Too much mail data")
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            return
-        content = stream.content()
-        self.envelope.content = content
-        self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
-
 
 def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
     """aiosmtpd's ``smtp_<COMMAND>`` (or ours), with ``_before`` first (wraps keeps its HELP syntax)."""
@@ -531,11 +446,6 @@ _OWN: dict[str, Callable[[GateSMTP, str | None], Awaitable[None]]] = {"smtp_DATA
 for _name in [n for n in dir(SMTP) if n.startswith("smtp_")]:
     setattr(GateSMTP, _name, _track(_name))
 _COMMANDS = tuple(n for n in dir(GateSMTP) if n.startswith("smtp_"))
-
-
-def _exempt(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
-    addr = client_address(ip)
-    return addr is not None and any(addr in net for net in networks)
 
 
 def has_bad_chars(value: str) -> bool:
