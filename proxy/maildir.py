@@ -13,7 +13,7 @@ import time
 from itertools import count
 from pathlib import Path
 
-from spamgate.proxy.relay import BackendReply, ClientFacts, Transaction
+from spamgate.proxy.backend import BackendReply, ClientFacts, Transaction
 
 __all__ = ["MaildirBackend"]
 

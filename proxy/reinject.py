@@ -15,8 +15,8 @@ __all__ = ["reinject"]
 
 async def reinject(cfg: Config, mail_from: str, rcpts: list[str], message: bytes) -> str:
     if cfg.backend.maildir is not None:
+        from spamgate.proxy.backend import ClientFacts
         from spamgate.proxy.maildir import MaildirBackend
-        from spamgate.proxy.relay import ClientFacts
 
         txn = await MaildirBackend(cfg.backend.maildir).begin(ClientFacts("127.0.0.1"))
         await txn.mail(mail_from, [])

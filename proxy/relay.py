@@ -17,63 +17,19 @@ import collections
 import functools
 import logging
 import time
-from dataclasses import dataclass
-from typing import Protocol
 
 import aiosmtplib
 
 from spamgate.filters.sdk.outage import Outage
 from spamgate.proxy import metrics
+from spamgate.proxy.backend import BackendReply, ClientFacts, Transaction
 from spamgate.proxy.config import Backend as BackendConfig
 from spamgate.proxy.errors import BackendError
 from spamgate.proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
 
-__all__ = ["BackendError", "BackendReply", "ClientFacts", "SmtpBackend", "Transaction", "xtext"]
+__all__ = ["SmtpBackend", "xtext"]
 
 log = logging.getLogger("spamgate.relay")
-
-
-@dataclass(frozen=True)
-class ClientFacts:
-    """Who the real client is, for XCLIENT/XFORWARD."""
-
-    addr: str
-    port: int = 0
-    name: str | None = None  # forward-confirmed reverse name
-    helo: str | None = None
-    proto: str = "ESMTP"
-    login: str | None = None
-    reverse_name: str | None = None  # the PTR name, confirmed or not
-    name_tempfail: bool = False  # the reverse lookup failed temporarily
-
-    @property
-    def xclient_name(self) -> str:
-        if self.name:
-            return self.name
-        return "[TEMPUNAVAIL]" if self.name_tempfail else "[UNAVAILABLE]"
-
-
-@dataclass(frozen=True)
-class BackendReply:
-    code: int
-    message: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-
-class Transaction(Protocol):
-    async def mail(self, sender: str, options: list[str]) -> BackendReply: ...
-    async def rcpt(self, rcpt: str, options: list[str]) -> BackendReply: ...
-    async def data(self, message: bytes) -> BackendReply: ...
-    async def finish(self, reset: bool) -> None: ...
-
-
-class BackendProtocol(Protocol):
-    async def begin(self, client: ClientFacts) -> Transaction: ...
-    async def ping(self) -> bool: ...
-    async def close(self) -> None: ...
 
 
 _XTEXT_SAFE = {c for c in range(33, 127) if c not in (ord("+"), ord("="))}

@@ -11,10 +11,10 @@ from spamgate.filters.sdk.outage import Outage
 from spamgate.filters.sdk.runner import Pipeline
 from spamgate.filters.sdk.scoring import Thresholds
 from spamgate.filters.sdk.state import StateError, StateStore
+from spamgate.proxy.backend import BackendProtocol
 from spamgate.proxy.config import Config, Listener
 from spamgate.proxy.quarantine import Quarantine
 from spamgate.proxy.rdns import ReverseResolver
-from spamgate.proxy.relay import BackendProtocol
 
 __all__ = ["Authenticator", "Penalties", "Runtime", "SessionCounter"]
 

@@ -15,6 +15,7 @@ from spamgate.filters.sdk.api import ReadyCheck
 from spamgate.filters.services.dns import probe, shared_resolver
 from spamgate.proxy import metrics
 from spamgate.proxy.auth import PasswordFileError, make_authenticator, make_penalty_box
+from spamgate.proxy.backend import BackendProtocol
 from spamgate.proxy.config import Config, ConfigError, Listener, load_config
 from spamgate.proxy.console import ConsoleServer
 from spamgate.proxy.filter_metrics import FILTER_METRICS
@@ -24,7 +25,7 @@ from spamgate.proxy.peers import proxy_header_peer, socket_peer
 from spamgate.proxy.pipeline import PluginError, build_pipeline
 from spamgate.proxy.quarantine import Quarantine
 from spamgate.proxy.rdns import ReverseResolver
-from spamgate.proxy.relay import BackendProtocol, SmtpBackend
+from spamgate.proxy.relay import SmtpBackend
 from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
 from spamgate.proxy.smtp import GateSMTP, spawn
 from spamgate.proxy.state import StateSeam, make_state

@@ -13,8 +13,8 @@ from typing import Any
 
 from spamgate.filters.sdk.api import Context, Envelope, Message, Phase, Reply, SessionInfo
 from spamgate.filters.sdk.runner import PhaseResult, Scoreboard
+from spamgate.proxy.backend import ClientFacts, Transaction
 from spamgate.proxy.rdns import ClientNames
-from spamgate.proxy.relay import ClientFacts, Transaction
 from spamgate.proxy.runtime import Runtime
 
 __all__ = ["SessionState", "TransactionState", "has_control_chars"]

@@ -26,9 +26,9 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 
 from spamgate.filters.sdk.api import Reply
 from spamgate.proxy import metrics, replies
+from spamgate.proxy.backend import BackendReply
 from spamgate.proxy.logs import bind_session
 from spamgate.proxy.peers import AddressSource, in_networks, socket_peer
-from spamgate.proxy.relay import BackendReply
 from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
 from spamgate.proxy.session import SessionState, has_control_chars

@@ -19,6 +19,7 @@ from spamgate.filters.sdk.api import Context, Decision, HeaderRemoval, Message, 
 from spamgate.filters.sdk.runner import PhaseResult, Scoreboard
 from spamgate.filters.sdk.scoring import Action, choose_action, spam_headers
 from spamgate.proxy import metrics, replies
+from spamgate.proxy.backend import BackendReply
 from spamgate.proxy.decisions import (
     EndOfData,
     auth_required,
@@ -29,8 +30,8 @@ from spamgate.proxy.decisions import (
     reasons,
     relay_denied,
 )
+from spamgate.proxy.errors import BackendError
 from spamgate.proxy.message import build_final, canonicalize, find_bare_newlines, format_header, received_header
-from spamgate.proxy.relay import BackendError, BackendReply
 from spamgate.proxy.runtime import Runtime
 from spamgate.proxy.session import SessionState, TransactionState, has_control_chars
 

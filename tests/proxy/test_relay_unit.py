@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from spamgate.proxy.backend import BackendReply, ClientFacts
 from spamgate.proxy.config import Backend
-from spamgate.proxy.relay import BackendError, BackendReply, ClientFacts, SmtpBackend, _xclient_addr, xtext
+from spamgate.proxy.errors import BackendError
+from spamgate.proxy.relay import SmtpBackend, _xclient_addr, xtext
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 from spamgate.filters.sdk.api import QUARANTINE_NOTE, Context, Phase, Reply, Symbol, Verdict
 from spamgate.filters.sdk.runner import FilterSettings
 from spamgate.proxy import replies
-from spamgate.proxy.relay import BackendReply
+from spamgate.proxy.backend import BackendReply
 from tests.proxy.txn_fakes import (
     OK,
     QUEUED,

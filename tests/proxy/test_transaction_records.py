@@ -16,8 +16,8 @@ from prometheus_client import REGISTRY
 
 from spamgate.filters.sdk.api import QUARANTINE_NOTE, Context, Decision, Phase, Reply, Symbol, Verdict
 from spamgate.filters.sdk.runner import FilterSettings, PhaseResult
+from spamgate.proxy.backend import BackendReply
 from spamgate.proxy.rdns import ClientNames
-from spamgate.proxy.relay import BackendReply
 from tests.proxy.txn_fakes import OK, BrokenQuarantine, FakeRdns, Harness, OneVerdict, harness, rejecting, scoring
 from tests.proxy.txn_fakes import unavailable as backend_down
 

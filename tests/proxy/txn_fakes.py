@@ -10,10 +10,11 @@ from typing import Any
 from spamgate.filters.sdk.api import Context, Phase, Reply, Symbol, Verdict
 from spamgate.filters.sdk.runner import FilterSettings, Pipeline, Slot
 from spamgate.proxy import replies
+from spamgate.proxy.backend import BackendReply, ClientFacts
 from spamgate.proxy.config import parse_config
+from spamgate.proxy.errors import BackendError
 from spamgate.proxy.quarantine import Quarantine
 from spamgate.proxy.rdns import ClientNames
-from spamgate.proxy.relay import BackendError, BackendReply, ClientFacts
 from spamgate.proxy.runtime import Runtime, SessionCounter
 from spamgate.proxy.session import SessionState
 from spamgate.proxy.transaction import TransactionController
