@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -106,6 +107,17 @@ def build_runtime(
         penalties=penalties if penalties is not None else make_penalty_box(cfg.auth, state.engine),
         rdns=rdns,
     )
+
+
+def settle_heap() -> None:
+    """Collect once, then move every surviving object out of the cyclic collector's sight.
+
+    What exists once the server is up (modules, config, filters) lives as long as the process;
+    a full collection walking it took ~60 ms here, a pause every session in flight waited for
+    (p99 latency 80-130 ms at half load). Frozen objects are still freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class Server:
@@ -241,6 +253,10 @@ class Server:
         await old.pipeline.close()
         if close_backend:
             await old.backend.close()
+        del old
+        if gc.get_freeze_count():  # a process that settled its heap (serve_forever)
+            gc.unfreeze()  # the retired generation may now be garbage: let one collection see it
+            settle_heap()
 
     async def shutdown(self) -> None:
         if self.runtime.shutting_down:
@@ -299,5 +315,7 @@ class Server:
                     transport.abort()
 
     async def serve_forever(self) -> None:
+        """The process's server (``spamgate run``): started, its start-up heap settled, until stopped."""
         await self.start()
+        settle_heap()
         await self.stopped.wait()
