@@ -4,7 +4,7 @@ Why a wrapper at all:
 
 * one :class:`aiospamc.client.Client` per settings, built without an SSL context
   (aiospamc's per-call helpers such as ``aiospamc.check()`` build a fresh SSL context
-  on every call: ~116 ms of blocking CPU per message on the event loop, measured by
+  on every call: ~112 ms of blocking CPU per message on the event loop, measured by
   tests/bench/bench_spamd_client.py, see docs/spamassassin.md);
 * aiospamc leaves the socket open when a timeout cancels a request mid-read; the
   connection managers below always close it;

@@ -1,7 +1,7 @@
 """spamd's own capacity: CHECK requests straight to spamd at a fixed concurrency.
 
 One aiospamc Client built once and reused (its per-call helpers build SSL contexts on
-every call, ~116 ms of CPU each here: tests/bench/bench_spamd_client.py), like spamgate's filter does.
+every call, ~112 ms of CPU each here: tests/bench/bench_spamd_client.py), like spamgate's filter does.
 """
 
 from __future__ import annotations
