@@ -23,6 +23,16 @@ else
     echo "== not root or no apt-get: assuming ${DEB_PACKAGES[*]} are installed"
 fi
 
+# Postfix's postlogd takes every log line of a test Postfix on one unix datagram socket. With the
+# kernel's own queue length (10; systemd's sysctl defaults raise it to 512 on a booted Debian) a
+# burst at start-up fills it while postlogd logs to itself, and the whole instance blocks for
+# good (seen in CI: `postfix stop` never returned).
+qlen=$(cat /proc/sys/net/unix/max_dgram_qlen 2>/dev/null || echo 512)
+if [ "$qlen" -lt 512 ] && [ "$(id -u)" = 0 ]; then
+    echo "== net.unix.max_dgram_qlen $qlen -> 512 (as systemd sets it)"
+    echo 512 > /proc/sys/net/unix/max_dgram_qlen
+fi
+
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,44 +25,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench.netns import enter_netns
+from tests.hardening.support import rss_bytes, starttls_flood_client
 from tests.integration.services.testca import make_ca
 
 PORT, METRICS_PORT = 32611, 32612
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_bytes(pid) / 1024 / 1024
 
 
 def _open_sessions() -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("spamgate_sessions_active{"))
-
-
-def _client(i: int, ctx: ssl.SSLContext) -> str:
-    raw = socket.create_connection(("127.0.0.1", PORT), timeout=30)
-    try:
-        raw.recv(200)
-        raw.sendall(b"EHLO flood.test\r\n")
-        while b"250 " not in raw.recv(4096):
-            pass
-        raw.sendall(b"STARTTLS\r\n")
-        raw.recv(200)
-        if i % 3 == 0:
-            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(b"EHLO flood.test\r\n")
-                return "tls" if tls.recv(4096).startswith(b"250") else "bad"
-        if i % 3 == 1:
-            raw.sendall(b"\x16\x03\x01 not a client hello\r\n" * 10)
-        while raw.recv(4096):
-            pass
-        return "closed"
-    finally:
-        raw.close()
 
 
 def main() -> int:
@@ -98,7 +73,7 @@ def main() -> int:
         print(f"| start | - | {_rss_mb(proc.pid):.1f} | {_open_sessions():.0f} |")
         for r in range(1, args.rounds + 1):
             with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-                results = list(pool.map(lambda i: _client(i, ctx), range(args.clients)))
+                results = list(pool.map(lambda i: starttls_flood_client(PORT, i, ctx), range(args.clients)))
             time.sleep(1)
             outcomes = ", ".join(f"{k} {results.count(k)}" for k in sorted(set(results)))
             print(f"| {r} | {outcomes} | {_rss_mb(proc.pid):.1f} | {_open_sessions():.0f} |")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import ssl
 import threading
 import uuid
 from collections import Counter
@@ -25,6 +27,33 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def starttls_flood_client(port: int, i: int, ctx: ssl.SSLContext, *, source: str | None = None,
+                          timeout: float = 30) -> str:
+    """One client of a STARTTLS flood, by ``i % 3``: completes TLS and EHLO ("tls", or "bad" if
+    EHLO fails), sends garbage instead of a ClientHello, or stays silent; the last two wait for
+    the server to close ("closed")."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                   source_address=(source, 0) if source else None)
+    try:
+        raw.recv(200)
+        raw.sendall(b"EHLO tls.flood\r\n")
+        while b"250 " not in raw.recv(4096):
+            pass
+        raw.sendall(b"STARTTLS\r\n")
+        raw.recv(200)
+        if i % 3 == 0:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"EHLO tls.flood\r\n")
+                return "tls" if tls.recv(4096).startswith(b"250") else "bad"
+        if i % 3 == 1:
+            raw.sendall(b"\x16\x03\x01 not a client hello\r\n" * 10)
+        while raw.recv(4096):
+            pass
+        return "closed"
+    finally:
+        raw.close()
 
 
 def message(mid: str, size: int = 600, to: str = "alice@example.edu") -> bytes:

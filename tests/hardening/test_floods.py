@@ -22,7 +22,7 @@ from argon2 import PasswordHasher
 
 from spamgate.proxy.tools.passwd import add_user
 from tests.hardening.live import running_spamgate
-from tests.hardening.support import rss_bytes
+from tests.hardening.support import rss_bytes, starttls_flood_client
 from tests.integration.conftest import Spamgate
 from tests.integration.services.postfix import Postfix, free_port
 from tests.integration.services.testca import TestCerts, make_ca
@@ -271,27 +271,7 @@ def test_tls_handshake_flood(gate: Gate) -> None:
     ctx = ssl.create_default_context(cafile=str(gate.certs.ca_cert))
 
     def one(i: int) -> str:
-        raw = socket.create_connection(("127.0.0.1", gate.sg.port), timeout=COMMAND_TIMEOUT + 20,
-                                       source_address=(f"127.0.1.{i % 50 + 1}", 0))
-        try:
-            raw.recv(200)
-            raw.sendall(b"EHLO tls.flood\r\n")
-            while b"250 " not in raw.recv(4096):
-                pass
-            raw.sendall(b"STARTTLS\r\n")
-            raw.recv(200)
-            if i % 3 == 0:
-                with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(b"EHLO tls.flood\r\n")
-                    return "tls" if tls.recv(4096).startswith(b"250") else "bad"
-            if i % 3 == 1:
-                raw.sendall(b"\x16\x03\x01 not a client hello\r\n" * 10)
-            # Silent or garbage: the server must close it (handshake failure or timeout).
-            while raw.recv(4096):
-                pass
-            return "closed"
-        finally:
-            raw.close()
+        return starttls_flood_client(gate.sg.port, i, ctx, source=f"127.0.1.{i % 50 + 1}", timeout=COMMAND_TIMEOUT + 20)
 
     def flood() -> None:
         with concurrent.futures.ThreadPoolExecutor(100) as pool:

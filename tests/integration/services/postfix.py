@@ -139,7 +139,16 @@ biff = no
         wait_port(self.port)
 
     def stop(self) -> None:
-        subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True)
+        stopper = subprocess.Popen(["postfix", "-c", str(self.etc), "stop"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        wedged = False
+        try:
+            stopper.wait(30)
+        except subprocess.TimeoutExpired:
+            # A wedged instance (its postlogd blocked): the stop script waits on it forever.
+            wedged = True
+            os.killpg(stopper.pid, 9)
+            stopper.wait()
         pidfile = self.dir / "queue" / "pid" / "master.pid"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -152,7 +161,10 @@ biff = no
             pid = int(pidfile.read_text().strip() or 0)
             if pid:
                 try:
-                    os.kill(pid, 9)
+                    if wedged:  # the master leads its own process group: its daemons go with it
+                        os.killpg(pid, 9)
+                    else:
+                        os.kill(pid, 9)
                 except ProcessLookupError:
                     pass
 
