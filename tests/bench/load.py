@@ -14,6 +14,7 @@ import contextlib
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -118,6 +119,18 @@ class PacedResult:
         return percentile(self.latencies_ms, 0.99)
 
 
+async def at_rate(one: Callable[[], Awaitable[None]], rate: float, n: int) -> None:
+    """Start ``one()`` ``n`` times at a steady ``rate`` per second (not waiting for each), then wait for all."""
+    start = time.perf_counter()
+    tasks = []
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+
+
 async def _paced(port: int, item: CorpusItem, rate: float, n: int) -> PacedResult:
     result = PacedResult(rate)
 
@@ -133,14 +146,7 @@ async def _paced(port: int, item: CorpusItem, rate: float, n: int) -> PacedResul
         else:
             result.errors += 1
 
-    start = time.perf_counter()
-    tasks = []
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
+    await at_rate(one, rate, n)
     return result
 
 

@@ -56,21 +56,20 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory now, summed over the process and its descendants."""
+def _tree_kb(pid: int, key: str) -> int:
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += _status_kb(p, "VmRSS")
+        total += _status_kb(p, key)
         todo += children(p)
     return total
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory now, summed over the process and its descendants."""
+    return _tree_kb(pid, "VmRSS")
 
 
 def peak_rss_kb(pid: int) -> int:
     """High-water mark of resident memory (VmHWM), summed over the process and its live descendants."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        total += _status_kb(p, "VmHWM")
-        todo += children(p)
-    return total
+    return _tree_kb(pid, "VmHWM")

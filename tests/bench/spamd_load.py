@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.bench.load import PacedResult
+from tests.bench.load import PacedResult, at_rate
 
 __all__ = ["spamd_burst", "spamd_paced"]
 
@@ -58,14 +58,7 @@ async def _paced(port: int, message: bytes, rate: float, n: int) -> PacedResult:
             return
         result.latencies_ms.append(1000 * (time.perf_counter() - t0))
 
-    start = time.perf_counter()
-    tasks = []
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
+    await at_rate(one, rate, n)
     return result
 
 
