@@ -63,7 +63,8 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
     stack = contextlib.ExitStack()
     try:
         sink = d.sink()
-        needs_dns = paths & {"production", "cheap", "workers", "spamgate-postfix", "spamassassin", "reject", "idle"}
+        needs_dns = paths & {"production", "no-rdns", "cheap", "workers", "spamgate-postfix", "spamassassin",
+                             "reject", "idle"}
         dns_port = 0
         if needs_dns:
             from tests.integration.services.dns import start_dns
