@@ -172,6 +172,12 @@ class TransactionController:
             return txn.broken
         try:
             reply, action = await self._data(txn, content)
+        except Exception:
+            # A bug below (the session answers 451 4.3.0): the backend transaction must not stay open on
+            # a connection nobody would return to the pool or close. (A client gone mid-way is
+            # connection_lost's abort_transaction, which runs before this task sees its cancellation.)
+            await self._release(txn, reset=True)
+            raise
         finally:
             st.txn = None
             st.transactions += 1
@@ -250,7 +256,7 @@ class TransactionController:
             log.debug("backend=%s stage=data error=%s", exc.kind, exc)
             metrics.TRANSACTIONS_BY("error").inc()
             return exc.reply, "backend_error"
-        await txn.backend.finish(reset=False)
+        await self._release(txn, reset=False)
         if reply.ok:
             metrics.TRANSACTIONS_BY(action).inc()
             return reply, action

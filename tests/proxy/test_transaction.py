@@ -211,6 +211,29 @@ async def test_data_filter_verdict_is_answered_and_the_backend_reset() -> None:
     assert h.backend.verbs == ["MAIL", "RCPT", "RSET"]
 
 
+async def test_a_bug_at_end_of_data_resets_the_backend_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spamgate.proxy import transaction
+
+    def broken(*args: object) -> bytes:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(transaction, "build_final", broken)
+    h = harness()
+    await h.envelope("alice@example.edu")
+    with pytest.raises(ZeroDivisionError):
+        await h.ctl.on_data(MSG)
+    # Reset (and so pooled or closed), not left open with the recipient on it for the next client.
+    assert h.backend.verbs == ["MAIL", "RCPT", "RSET"]
+    assert h.state.txn is None and h.state.transactions == 1
+
+
+async def test_a_relayed_message_finishes_the_backend_transaction_once() -> None:
+    h = harness()
+    await h.envelope("alice@example.edu")
+    assert (await h.ctl.on_data(MSG)) == QUEUED
+    assert h.backend.verbs == ["MAIL", "RCPT", "DATA", "DONE"]
+
+
 async def test_observe_mode_filter_never_decides_and_its_score_does_not_count() -> None:
     spam = OneVerdict("judge", Phase.DATA, Verdict.reject(Reply(550, "5.7.1", "spam"), Symbol("BAD", 50.0)))
     h = harness((spam, FilterSettings(mode="observe")))
