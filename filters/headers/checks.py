@@ -146,7 +146,26 @@ def date_hits(parsed: ParsedHeaders, now: datetime, limits: StructureLimits) -> 
     return []
 
 
+# Mailbox lists in their plain forms (``a@b.example``, ``Name <a@b.example>``, ``"Doe, J" <a@b>``, comma
+# separated): what nearly all mail carries. Each form is a subset of what the stdlib parser accepts without
+# a defect (tests/filters/test_headers_checks.py checks it against the parser on generated values), so
+# these skip the parser, ~0.1 ms per header. Dots, "=?" encoded words, tabs, comments, groups, non-ASCII
+# and anything else take the parser's path.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]"
+_ADDR = (rf"{_ATEXT}+(?:\.{_ATEXT}+)*@"
+         r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_PHRASE = rf'(?:{_ATEXT}+(?: {_ATEXT}+)*|"[\x20\x21\x23-\x3c\x3e\x40-\x5b\x5d-\x7e]+")'
+_MAILBOX = rf"(?:{_ADDR}|(?:{_PHRASE} ?)?<{_ADDR}>)"
+_PLAIN_MAILBOXES = re.compile(rf"{_MAILBOX}(?: ?, ?{_MAILBOX})*")
+
+
 def _address_problem(name: str, value: str) -> str | None:
+    if _PLAIN_MAILBOXES.fullmatch(value):
+        return None
+    return _parsed_problem(name, value)
+
+
+def _parsed_problem(name: str, value: str) -> str | None:
     if not value.strip():
         return "empty"
     try:

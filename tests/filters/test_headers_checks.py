@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spamgate.filters.headers.checks import StructureLimits, parse_fields
 from spamgate.filters.headers.filter import DEFAULT_SCORES, check_message
@@ -165,3 +167,67 @@ def test_continuation_lines_are_unfolded() -> None:
 
 def test_group_syntax_is_a_valid_address_header() -> None:
     assert hits(replace("To", "To: undisclosed-recipients:;")) == set()
+
+
+# -- the plain-mailbox fast path ---------------------------------------------------------------
+
+_ATEXT = "abcXYZ019!#$%&'*+/^_`{|}~-"
+_atom = st.text(st.sampled_from(_ATEXT), min_size=1, max_size=6)
+_label = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,4}[A-Za-z0-9])?", fullmatch=True)
+_addr = st.builds(lambda loc, dom: ".".join(loc) + "@" + ".".join(dom),
+                  st.lists(_atom, min_size=1, max_size=3), st.lists(_label, min_size=1, max_size=3))
+_phrase = st.one_of(
+    st.lists(_atom, min_size=1, max_size=3).map(" ".join),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, blacklist_characters='"\\'),
+            min_size=1, max_size=12).map(lambda t: f'"{t}"'),
+)
+_mailbox = st.one_of(_addr, st.builds(lambda p, sp, a: f"{p}{sp}<{a}>", _phrase, st.sampled_from(["", " "]), _addr),
+                     _addr.map(lambda a: f"<{a}>"))
+_plain = st.builds(lambda boxes, sep: sep.join(boxes), st.lists(_mailbox, min_size=1, max_size=3),
+                   st.sampled_from([",", ", ", " ,", " , "]))
+# Near misses: the same values with one character put in, taken out or changed.
+_noise = st.sampled_from([*' .,;:<>@"\\()[]\t=?éa', "=?utf-8?q?x?=", ".."])
+
+
+@st.composite
+def _near_miss(draw: st.DrawFn) -> str:
+    value = draw(_plain)
+    at = draw(st.integers(0, len(value)))
+    how = draw(st.sampled_from(["insert", "delete", "replace"]))
+    noise = draw(_noise)
+    if how == "insert":
+        return value[:at] + noise + value[at:]
+    if how == "delete":
+        return value[:at] + value[at + 1 :]
+    return value[:at] + noise + value[at + 1 :]
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.one_of(_plain, _near_miss()), name=st.sampled_from(["From", "To", "Cc", "Reply-To"]))
+def test_the_fast_path_never_passes_what_the_parser_would_flag(value: str, name: str) -> None:
+    from spamgate.filters.headers import checks
+
+    if checks._PLAIN_MAILBOXES.fullmatch(value):
+        assert checks._parsed_problem(name, value) is None, value
+
+
+@pytest.mark.parametrize("value", [
+    "alice@example.org", "<alice@example.org>", "Alice Example <alice@example.org>", 'Bob <bob@example.edu>',
+    '"Doe, John" <j.doe@example.org>', "a@example.org, Bob <b@example.org>",
+])  # fmt: skip
+def test_plain_mailboxes_take_the_fast_path(value: str) -> None:
+    from spamgate.filters.headers import checks
+
+    assert checks._PLAIN_MAILBOXES.fullmatch(value) and checks._address_problem("From", value) is None
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("John Q. Public <jqp@example.org>", "period in 'phrase'"), ("a..b@example.org", "local-part"),
+    (", a@example.org", "empty element"), ("bob@", "unparsable"), ("Alice <alice@example.org", ""),
+])  # fmt: skip
+def test_what_the_fast_path_leaves_out_still_gets_the_parsers_verdict(value: str, problem: str) -> None:
+    from spamgate.filters.headers import checks
+
+    assert not checks._PLAIN_MAILBOXES.fullmatch(value)
+    found = checks._address_problem("From", value)
+    assert found is not None and problem in found, found
