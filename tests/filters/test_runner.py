@@ -100,6 +100,21 @@ async def test_timeout_becomes_on_error_continue_with_error_symbol() -> None:
     assert [(e.symbol.name, e.score) for e in board.entries] == [("HANG_ERROR", 0.0)]
 
 
+async def test_a_timeout_leaves_the_calling_task_usable_and_spares_the_other_filters() -> None:
+    # The timeout runs in the caller's task (no task per check): after it fired, that task must
+    # not be left cancelled, and filters beside the slow one keep their verdicts.
+    hang, fast = Fixed("hang", delay=30), Fixed("fast", Verdict.cont(Symbol("FAST_HIT", 1.0)))
+    alone = Pipeline([Slot(hang, FilterSettings(timeout=0.05))])
+    assert (await alone.run(Phase.DATA, ctx(), Scoreboard())).outcomes[0].error == "timeout"
+    await asyncio.sleep(0.01)  # would raise CancelledError if the timeout's cancel leaked
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    both = Pipeline([Slot(hang, FilterSettings(timeout=0.05, order=1)), Slot(fast, FilterSettings(order=2))])
+    board = Scoreboard()
+    res = await both.run(Phase.DATA, ctx(), board)
+    assert [o.error for o in res.outcomes] == ["timeout", None]
+    assert sorted(e.symbol.name for e in board.entries) == ["FAST_HIT", "HANG_ERROR"]
+
+
 async def test_exception_becomes_tempfail_when_configured() -> None:
     boom = Fixed("boom", exc=RuntimeError("kaput"))
     res = await Pipeline([Slot(boom, FilterSettings(on_error="tempfail"))]).run(Phase.DATA, ctx(), Scoreboard())
