@@ -10,6 +10,7 @@ budget: a greeting is never held for seconds by a slow resolver.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -27,6 +28,12 @@ class ClientNames:
     temporary_failure: bool = False
 
 
+@functools.lru_cache(maxsize=4096)
+def _ptr_name(ip: str) -> str:
+    # dnspython builds the name label by label (~40 us); clients come back and their names stay.
+    return str(dns.reversename.from_address(ip).to_text())
+
+
 class ReverseResolver:
     def __init__(self, resolver: CachingResolver, budget: float) -> None:
         self.resolver = resolver
@@ -37,7 +44,7 @@ class ReverseResolver:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return ClientNames()
-        ptr = await self.resolver.query(dns.reversename.from_address(ip).to_text(), "PTR")
+        ptr = await self.resolver.query(_ptr_name(ip), "PTR")
         if ptr.status in ("nxdomain", "nodata"):
             return ClientNames()
         if not ptr.found:
@@ -54,6 +61,8 @@ class ReverseResolver:
     async def lookup_bounded(self, ip: str) -> ClientNames:
         """The lookup within the budget; what is still in flight then finishes into the cache."""
         try:
-            return await asyncio.wait_for(self.lookup(ip), self.budget)
+            # In the session's task (asyncio.timeout), not a task of its own per connection (wait_for).
+            async with asyncio.timeout(self.budget):
+                return await self.lookup(ip)
         except TimeoutError:
             return ClientNames(temporary_failure=True)
