@@ -59,7 +59,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--sessions", type=int, default=20, help="S parallel sessions (default 20)")
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes (default 4096)")
     ap.add_argument("--runs", type=int, default=3, help="runs per path; the median is reported (default 3)")
-    ap.add_argument("--sa-messages", type=int, default=40, help="N for the SpamAssassin paths (default 40)")
+    ap.add_argument("--sa-messages", type=int, default=120, help="N for the SpamAssassin paths (default 120)")
     ap.add_argument("--sa-children", type=int, default=5, help="spamd/spampd children = their sessions (default 5)")
     ap.add_argument("--idle-sessions", type=int, default=1000)
     ap.add_argument("--latency-cap", type=float, default=400.0,
