@@ -27,7 +27,6 @@ spampd are marked n/a when those are missing. Paths (keys for --only):
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import resource
@@ -44,7 +43,7 @@ from tests.bench import scenario  # noqa: E402
 from tests.bench.measure import Load  # noqa: E402
 from tests.bench.paths import PATHS, run_paths  # noqa: E402
 from tests.bench.peers import install_haraka  # noqa: E402
-from tests.bench.report import markdown, text_table, update_readme  # noqa: E402
+from tests.bench.report import markdown, stamp, text_table, update_readme  # noqa: E402
 
 ALL = PATHS
 QUICK = ["sink", "naive", "production"]
@@ -122,7 +121,7 @@ def main(argv: list[str]) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = stamp()
     header = (f"N={args.messages} messages of {args.size} B over {args.sessions} sessions (SpamAssassin paths: "
               f"N={args.sa_messages} over {args.sa_children}), median of {args.runs}; p50/p99 at half of the "
               f"path's max rate (paced client, capped at {args.latency_cap:.0f}/s); {when}; {machine()}")  # fmt: skip

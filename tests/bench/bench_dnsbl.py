@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
 import shutil
 import statistics
@@ -52,6 +51,7 @@ from spamgate.filters.sdk.testing import make_context  # noqa: E402
 from spamgate.filters.services.dns import CachingResolver, DnsAnswer  # noqa: E402
 from tests.bench.dns_relay import start_relay  # noqa: E402
 from tests.bench.netns import enter_netns  # noqa: E402
+from tests.bench.report import publish, stamp  # noqa: E402
 from tests.integration.services.dns import DnsServer, start_dns, zone  # noqa: E402
 from tests.integration.services.process import stop_process  # noqa: E402
 
@@ -255,15 +255,11 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     enter_netns(__file__, argv)
     md = asyncio.run(measure(args))
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (
         f"The rbl filter's connect/RCPT checks against NSD serving 5 test lists in `unshare --net`; "
-        f"median of {args.runs} per row, a new client IP per check; {os.cpu_count()} cores; {when}.\n\n"
+        f"median of {args.runs} per row, a new client IP per check; {os.cpu_count()} cores; {stamp()}.\n\n"
     )
-    print(header + md, end="")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(header + md)
+    publish(header + md, args.markdown)
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import gc
 import ipaddress
 import os
@@ -41,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.bench.netns import enter_netns  # noqa: E402
+from tests.bench.report import publish, stamp  # noqa: E402
 
 EXAMPLES = Path("/usr/share/doc/spamassassin/examples")
 MESSAGES = {"GTUBE": EXAMPLES / "sample-spam.txt", "sample non-spam": EXAMPLES / "sample-nonspam.txt"}
@@ -189,13 +189,9 @@ def main(argv: list[str]) -> int:
         if spamd is not None:
             spamd.close()
             shutil.rmtree(work, ignore_errors=True)
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cores = os.cpu_count()
-    header = f"Median of {args.runs} calls per cell, one at a time, against {where}; {cores} cores; {when}.\n\n"
-    print(header + md, end="")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(header + md)
+    header = f"Median of {args.runs} calls per cell, one at a time, against {where}; {cores} cores; {stamp()}.\n\n"
+    publish(header + md, args.markdown)
     return 0
 
 

@@ -5,12 +5,13 @@ Targets from issue 15 are printed next to the measured ratios: reported, never a
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BEGIN", "END", "Row", "Target", "markdown", "text_table", "update_readme"]
+__all__ = ["BEGIN", "END", "Row", "Target", "markdown", "publish", "stamp", "text_table", "update_readme"]
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -105,3 +106,16 @@ def update_readme(readme: Path, block: str) -> None:
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     readme.write_text(f"{head}{BEGIN}\n{block.rstrip()}\n{END}{tail}")
+
+
+def stamp() -> str:
+    """When a figure was measured, as the docs quote it."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def publish(text: str, markdown_file: Path | None) -> None:
+    """A standalone benchmark's output: printed, and with ``--markdown FILE`` written there too."""
+    print(text, end="")
+    if markdown_file is not None:
+        markdown_file.parent.mkdir(parents=True, exist_ok=True)
+        markdown_file.write_text(text)
