@@ -149,8 +149,8 @@ def date_hits(parsed: ParsedHeaders, now: datetime, limits: StructureLimits) -> 
 # Mailbox lists in their plain forms (``a@b.example``, ``Name <a@b.example>``, ``"Doe, J" <a@b>``, comma
 # separated): what nearly all mail carries. Each form is a subset of what the stdlib parser accepts without
 # a defect (tests/filters/test_headers_checks.py checks it against the parser on generated values), so
-# these skip the parser, ~0.1 ms per header. Dots, "=?" encoded words, tabs, comments, groups, non-ASCII
-# and anything else take the parser's path.
+# these skip the parser (~0.28 ms per header, 2 µs for the match). Dots, "=?" encoded words, tabs,
+# comments, groups, non-ASCII and anything else take the parser's path.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]"
 _ADDR = (rf"{_ATEXT}+(?:\.{_ATEXT}+)*@"
          r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
