@@ -25,6 +25,7 @@ from spamgate.proxy import metrics
 from spamgate.proxy.backend import BackendReply, ClientFacts, Transaction
 from spamgate.proxy.config import Backend as BackendConfig
 from spamgate.proxy.errors import BackendError
+from spamgate.proxy.relay_data import send_message
 from spamgate.proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
 
 __all__ = ["SmtpBackend", "xtext"]
@@ -123,19 +124,17 @@ class SmtpTransaction:
         self._in_flight = True
         try:
             with _Timed("data"):
-                resp = await self._conn.data(message)
-            self._in_flight = False
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 400 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                self._in_flight = False
-                self._identity = None
-                metrics.BACKEND_REPLIES_BY("data", metrics.reply_class(exc.code)).inc()
-                return BackendReply(exc.code, exc.message)
-            await self._drop()
-            raise _translate(exc) from exc
+                resp = await send_message(self._conn, message)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
             raise _translate(exc) from exc
+        self._in_flight = False
+        if not (200 <= resp.code < 300 or resp.code >= 400):
+            # Neither done nor refused (a 3xx after the message, say): what the backend did is unknown.
+            await self._drop()
+            raise _translate(aiosmtplib.SMTPDataError(resp.code, resp.message))
+        if not 200 <= resp.code < 300:
+            self._identity = None
         metrics.BACKEND_REPLIES_BY("data", metrics.reply_class(resp.code)).inc()
         return BackendReply(resp.code, resp.message)
 

@@ -236,7 +236,7 @@ def test_swaks_delivers(postfix: Postfix, spamgate: SpamgateFactory) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"<-\s+250 2\.0\.0 Ok: queued as \w+", r.stdout), r.stdout
+    assert re.search(r"<-\s+250 2\.0\.0 Ok: (\d+ bytes )?queued as \w+", r.stdout), r.stdout
     got = postfix.wait_for(lambda m: mid.encode() in m)
     assert b"Sent by swaks." in got
     assert b"from swaks.test (unknown [127.0.0.1])" in got

@@ -24,7 +24,7 @@ from tests.integration.protocol_support import (
     session,
     transaction,
 )
-from tests.integration.services.postfix import Postfix
+from tests.integration.services.postfix import Postfix, running_postfix
 from tests.smuggling import ALL_VARIANTS, BARE_NEWLINE_VARIANTS
 
 
@@ -38,6 +38,22 @@ def _close_clients() -> Iterator[None]:
 def recorder(postfix: Postfix) -> Iterator[WireRecorder]:
     rec = WireRecorder(postfix.port)
     yield rec
+    rec.close()
+
+
+@pytest.fixture(scope="module")
+def postfix_without_chunking() -> Iterator[Postfix]:
+    """A Postfix that does not offer CHUNKING: spamgate sends DATA with dot-stuffing to it."""
+    with running_postfix("smtpd_discard_ehlo_keywords = chunking\n") as pf:
+        yield pf
+
+
+@pytest.fixture(params=["bdat", "data"])
+def wired(request: pytest.FixtureRequest, postfix: Postfix) -> Iterator[tuple[str, Postfix, WireRecorder]]:
+    """(how the message goes, the Postfix it goes to, a recorder in between): Postfix 3.7 offers CHUNKING."""
+    pf = postfix if request.param == "bdat" else request.getfixturevalue("postfix_without_chunking")
+    rec = WireRecorder(pf.port)
+    yield request.param, pf, rec
     rec.close()
 
 
@@ -55,7 +71,17 @@ def _backend_data(wire: bytes) -> list[bytes]:
     return [m.group(1) for m in re.finditer(rb"\r\nDATA\r\n(.*?\r\n)\.\r\n", wire, re.S)]
 
 
-def test_smuggling_variants_normalized(postfix: Postfix, spamgate: SpamgateFactory, recorder: WireRecorder) -> None:
+def _backend_chunks(wire: bytes) -> list[bytes]:
+    """The BDAT payloads: exactly the announced number of bytes after each ``BDAT <n> LAST`` line."""
+    out, pos = [], 0
+    while m := re.compile(rb"\r\nBDAT (\d+) LAST\r\n").search(wire, pos):
+        pos = m.end() + int(m.group(1))
+        out.append(wire[m.end() : pos])
+    return out
+
+
+def test_smuggling_variants_normalized(wired: tuple[str, Postfix, WireRecorder], spamgate: SpamgateFactory) -> None:
+    mode, postfix, recorder = wired
     sg = spamgate(backend_toml=f'host = "127.0.0.1"\nport = {recorder.port}\ntimeout = 30\n')
     sent: dict[str, tuple[str, bytes]] = {}
     c = session(sg.port)
@@ -77,17 +103,23 @@ def test_smuggling_variants_normalized(postfix: Postfix, spamgate: SpamgateFacto
     assert not any(b"SMUGGLED" in m for m in postfix.messages("carol@example.edu"))
     assert "ceo@example.edu" not in postfix.maillog()
 
-    # On the wire to Postfix: one DATA per message, canonical CRLF, dot-stuffed.
-    payloads = _backend_data(recorder.sent())
+    # On the wire to Postfix: one DATA (dot-stuffed) or one BDAT (counted, never stuffed) per message,
+    # canonical CRLF either way.
+    wire = recorder.sent()
+    payloads = _backend_data(wire) if mode == "data" else _backend_chunks(wire)
     assert len(payloads) == len(ALL_VARIANTS)
+    after_rcpt = b"\r\nRCPT TO:<alice@example.edu>\r\n" + (b"BDAT " if mode == "bdat" else b"DATA\r\n")
+    assert wire.count(after_rcpt) == len(ALL_VARIANTS)
     for data in payloads:
         assert data.count(b"\n") == data.count(b"\r\n") and data.count(b"\r") == data.count(b"\r\n")
-        assert b"\r\n.\r\n" not in data
+        if mode == "data":
+            assert b"\r\n.\r\n" not in data
         assert b"\r\nMAIL FROM:<ceo@example.edu>\r\n" in data
     by_name = {name: next(p for p in payloads if mid.encode() in p) for name, (mid, _) in sent.items()}
-    # A dot between bare line endings arrives as a harmless ".." line.
+    # A dot between bare line endings arrives as a harmless ".." line in DATA, a plain "." line in BDAT.
+    dot_line = b"..\r\n" if mode == "data" else b".\r\n"
     for name in ("lf_dot_lf", "lf_dot_crlf", "cr_dot_cr", "cr_dot_crlf", "lf_dot_cr", "cr_dot_lf"):
-        assert b"first part\r\n..\r\nMAIL FROM:" in by_name[name], name
+        assert b"first part\r\n" + dot_line + b"MAIL FROM:" in by_name[name], name
     # After a real CRLF the dot was the client's stuffing dot and is removed (RFC 5321 4.5.2).
     assert b"first part\r\n\r\nMAIL FROM:" in by_name["crlf_dot_cr"]
     assert b"first part\r\n\r\nMAIL FROM:" in by_name["crlf_dot_lf"]

@@ -48,9 +48,12 @@ class FakeMTA:
     """A scripted SMTP server that records every command line."""
 
     def __init__(self, *, xclient: bool = True, xforward: bool = False, hang_on: str | None = None,
-                 slow_on: str | None = None) -> None:
+                 slow_on: str | None = None, chunking: bool = False) -> None:
         self.xclient = xclient
         self.xforward = xforward
+        self.chunking = chunking
+        self.data_start = b"354 go ahead\r\n"  # the reply to DATA
+        self.data_final = b"250 2.0.0 Ok: queued as ABC123\r\n"  # after the message (DATA or BDAT)
         self.hang_on = hang_on
         self.slow_on = slow_on
         self.drop_on: str | None = None  # close the connection at this verb, once, without a reply
@@ -97,6 +100,8 @@ class FakeMTA:
                         ext.append(b"XCLIENT ADDR NAME HELO PROTO PORT LOGIN")
                     if self.xforward:
                         ext.append(b"XFORWARD NAME ADDR PROTO HELO")
+                    if self.chunking:
+                        ext.append(b"CHUNKING")
                     writer.write(b"250-fake\r\n" + b"".join(b"250-" + e + b"\r\n" for e in ext[:-1])
                                  + b"250 " + ext[-1] + b"\r\n")
                 elif verb == "XCLIENT":
@@ -104,12 +109,17 @@ class FakeMTA:
                 elif verb == "RCPT" and b"nobody" in line:
                     writer.write(b"550 5.1.1 <nobody@example.edu>: Recipient address rejected: User unknown\r\n")
                 elif verb == "DATA":
-                    writer.write(b"354 go ahead\r\n")
+                    writer.write(self.data_start)
+                    if not self.data_start.startswith(b"354"):
+                        continue
                     body = b""
                     while (chunk := await reader.readline()) != b".\r\n":
                         body += chunk
                     self.data.append(body)
-                    writer.write(b"250 2.0.0 Ok: queued as ABC123\r\n")
+                    writer.write(self.data_final)
+                elif verb == "BDAT":  # RFC 3030: exactly <size> bytes follow the command line
+                    self.data.append(await reader.readexactly(int(line.split()[1])))
+                    writer.write(self.data_final)
                 elif verb == "QUIT":
                     writer.write(b"221 2.0.0 Bye\r\n")
                     break
