@@ -7,8 +7,11 @@ controller (``proxy.transaction``), which reads and writes this record.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from spamgate.filters.sdk.api import Context, Envelope, Message, Phase, Reply, SessionInfo
@@ -20,8 +23,11 @@ from spamgate.proxy.runtime import Runtime
 __all__ = ["SessionState", "TransactionState", "has_control_chars"]
 
 
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
+
+
 def has_control_chars(value: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+    return _CONTROL_CHARS.search(value) is not None
 
 
 @dataclass
@@ -60,8 +66,26 @@ class SessionState:
     held: PhaseResult | None = None  # a connect/HELO reject waiting to be applied
     txn: TransactionState | None = None
     transactions: int = 0
+    # The last SessionInfo and the facts it was built from: filters ask at every phase, and the
+    # facts change only at HELO, STARTTLS, AUTH and the reverse lookup.
+    _info: tuple[tuple[object, ...], SessionInfo] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def peer_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(self.peer_ip)
+        except ValueError:
+            return None
 
     def info(self) -> SessionInfo:
+        facts = (self.helo, self.names, self.tls, self.tls_version, self.tls_cipher, self.login)
+        if self._info is not None and self._info[0] == facts:
+            return self._info[1]
+        info = self._build_info()
+        self._info = (facts, info)
+        return info
+
+    def _build_info(self) -> SessionInfo:
         return SessionInfo(
             session_id=self.id,
             peer_ip=self.peer_ip,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from spamgate.filters.sdk.api import Context, Decision, HeaderRemoval, Message, Phase, Reply
+from spamgate.filters.sdk.api import Decision, HeaderRemoval, Message, Phase, Reply
 from spamgate.filters.sdk.runner import PhaseResult, Scoreboard
 from spamgate.filters.sdk.scoring import Action, choose_action, spam_headers
 from spamgate.proxy import metrics, replies
@@ -46,6 +46,8 @@ OWN_SPAM_HEADERS = tuple(HeaderRemoval(n) for n in ("X-Spam-Flag", "X-Spam-Score
 
 AnyReply = Reply | BackendReply
 
+_NO_FILTERS = PhaseResult(Decision.CONTINUE, None, None, ())
+
 
 class TransactionController:
     """Connect/HELO filters, then MAIL, RCPT, DATA and RSET for the session in ``state``."""
@@ -57,8 +59,13 @@ class TransactionController:
     def runtime(self) -> Runtime:
         return self.state.runtime
 
-    async def _run(self, phase: Phase, ctx: Context, board: Scoreboard) -> PhaseResult:
-        return await self.runtime.pipeline.run(phase, ctx, board)
+    async def _run(self, phase: Phase, board: Scoreboard, rcpt: str | None = None, message: Message | None = None,
+                   received: bytes = b"") -> PhaseResult:
+        pipeline = self.runtime.pipeline
+        if not pipeline.filters_for(phase):
+            # No filter at this phase (the production config has none at all): no context to build.
+            return _NO_FILTERS
+        return await pipeline.run(phase, self.state.context(phase, rcpt, message, received), board)
 
     # -- before the first transaction -----------------------------------------
 
@@ -67,7 +74,7 @@ class TransactionController:
         rdns = self.runtime.rdns
         if rdns is not None:
             st.names = await rdns.lookup_bounded(st.peer_ip)
-        result = await self._run(Phase.CONNECT, st.context(Phase.CONNECT), st.board)
+        result = await self._run(Phase.CONNECT, st.board)
         if result.reply is not None:
             st.held = result
 
@@ -76,7 +83,7 @@ class TransactionController:
         await self.abort_transaction()
         st.helo, st.esmtp = hostname, esmtp
         if st.held is None:
-            result = await self._run(Phase.HELO, st.context(Phase.HELO), st.board)
+            result = await self._run(Phase.HELO, st.board)
             if result.reply is not None:
                 st.held = result
         return self.held_reply_now()
@@ -98,7 +105,7 @@ class TransactionController:
         if held is not None:
             return held
         st.txn = txn = TransactionState(board=st.board.copy(), mail_from=address, mail_options=list(options))
-        result = await self._run(Phase.MAIL, st.context(Phase.MAIL), txn.board)
+        result = await self._run(Phase.MAIL, txn.board)
         if result.reply is not None:
             st.txn = None
             return result.reply
@@ -131,14 +138,14 @@ class TransactionController:
             txn.rejected_rcpts += 1
             return held
         a = cfg.auth
-        denied = relay_denied(st.role, st.login, address, st.info().peer_address, a.local_domains, a.relay_domains,
+        denied = relay_denied(st.role, st.login, address, st.peer_address, a.local_domains, a.relay_domains,
                               a.relay_networks)
         if denied is not None:
             txn.rejected_rcpts += 1
             metrics.LIMITS.labels("relay_denied").inc()
             log.info("relay=denied rcpt=<%s>", address)
             return denied
-        result = await self._run(Phase.RCPT, st.context(Phase.RCPT, rcpt=address), txn.board)
+        result = await self._run(Phase.RCPT, txn.board, rcpt=address)
         if result.reply is not None:
             txn.rejected_rcpts += 1
             return result.reply
@@ -198,8 +205,7 @@ class TransactionController:
         msg = Message(content)
         # Built once: filters (spamd) see exactly the trace header the relayed message gets.
         received = self._received()
-        ctx = self.state.context(Phase.DATA, message=msg, received=format_header(*received))
-        result = await self._run(Phase.DATA, ctx, txn.board)
+        result = await self._run(Phase.DATA, txn.board, message=msg, received=format_header(*received))
         if result.reply is not None:
             await self._release(txn, reset=True)
             action = "reject" if result.decision is Decision.REJECT else "tempfail"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +35,11 @@ class Thresholds(BaseModel):
     add_header: float | None = 6.0
 
     def ordered(self) -> list[tuple[float, Action]]:
+        return list(self._ordered)
+
+    # Sorted once: every message asks (the model is frozen, so the answer never changes).
+    @cached_property
+    def _ordered(self) -> tuple[tuple[float, Action], ...]:
         pairs = [
             (self.reject, Action.REJECT),
             (self.tempfail, Action.TEMPFAIL),
@@ -41,17 +47,17 @@ class Thresholds(BaseModel):
             (self.add_header, Action.ADD_HEADER),
         ]
         # Highest threshold first; at equal thresholds the harsher action wins.
-        return sorted(((t, a) for t, a in pairs if t is not None), key=lambda p: -p[0])
+        return tuple(sorted(((t, a) for t, a in pairs if t is not None), key=lambda p: -p[0]))
 
-    @property
+    @cached_property
     def required(self) -> float:
         """The score from which a message counts as spam (SpamAssassin's 'required')."""
-        present = [t for t, _ in self.ordered()]
+        present = [t for t, _ in self._ordered]
         return min(present) if present else float("inf")
 
 
 def choose_action(score: float, thresholds: Thresholds) -> Action:
-    for threshold, action in thresholds.ordered():
+    for threshold, action in thresholds._ordered:
         if score >= threshold:
             return action
     return Action.ACCEPT

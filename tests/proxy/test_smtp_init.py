@@ -55,6 +55,18 @@ async def test_every_command_aiosmtpd_knows_is_dispatched_through_the_gate(gate:
         assert method.__wrapped__ is getattr(SMTP, f"smtp_{command}"), "the wrapper keeps HELP's syntax"
 
 
+async def test_commands_are_bound_at_first_use(gate: GateSMTP) -> None:
+    table = gate._smtp_methods
+    assert dict.__len__(table) == 0, "nothing bound before the first command"
+    noop = table.get("NOOP")
+    assert noop.__self__ is gate and table.get("NOOP") is noop
+    assert dict.__len__(table) == 1
+    assert table.get("NOSUCH") is None and "NOSUCH" not in table and "NOOP" in table
+    with pytest.raises(KeyError):
+        table["NOSUCH"]
+    assert len(table) == len(list(table)) == len(table.items()) == len(dict(table.items()))
+
+
 async def test_the_gate_class_is_the_handler(gate: GateSMTP) -> None:
     assert gate.event_handler is GateSMTP
     hooks = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET"}
