@@ -1,8 +1,11 @@
 """Live relay to the backend MTA: one backend transaction per client transaction.
 
-The backend session opens at the client's first MAIL FROM; MAIL and every RCPT are
-relayed and the backend's reply goes back as-is; at end of DATA the message goes to
-the backend and the client gets the backend's own final reply. Connections are kept
+The backend session opens at the client's first MAIL FROM; every RCPT is relayed and
+the backend's reply goes back as-is; at end of DATA the message goes to the backend and
+the client gets the backend's own final reply. When the backend offers PIPELINING
+(Postfix does), MAIL goes out with the first RCPT in one write (RFC 2920): the client's
+MAIL is answered once spamgate's own checks pass, and a sender the backend refuses is
+the answer to that RCPT, as Postfix's own smtpd_delay_reject does. Connections are kept
 in a small pool and re-identified with XCLIENT for each new client, so Postfix applies
 its policies to the real client. A completed DATA resets the backend's transaction
 (RFC 5321 4.1.1.4): only an aborted one costs a RSET. A pooled connection whose last
@@ -18,8 +21,6 @@ import functools
 import logging
 import time
 
-import aiosmtplib
-
 from spamgate.filters.sdk.outage import Outage
 from spamgate.proxy import metrics
 from spamgate.proxy.backend import BackendReply, ClientFacts, Transaction
@@ -27,6 +28,14 @@ from spamgate.proxy.config import Backend as BackendConfig
 from spamgate.proxy.errors import BackendError
 from spamgate.proxy.relay_data import send_message
 from spamgate.proxy.replies import BACKEND_TIMEOUT, BACKEND_UNAVAILABLE
+from spamgate.proxy.smtp_client import (
+    BackendProtocolError,
+    ClientError,
+    Connection,
+    SmtpReply,
+    command_line,
+    open_connection,
+)
 
 __all__ = ["SmtpBackend", "xtext"]
 
@@ -45,11 +54,16 @@ def _xclient_addr(addr: str) -> str:
     return f"IPv6:{addr}" if ":" in addr else addr
 
 
+# What the client hears for a MAIL that waits for the first RCPT to go out (Postfix's own words).
+_MAIL_DEFERRED = BackendReply(250, "2.1.0 Ok")
+
+
 def _translate(exc: BaseException) -> BackendError:
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         metrics.BACKEND_ERRORS.labels("timeout").inc()
         return BackendError(BACKEND_TIMEOUT, "timeout", str(exc))
-    kind = "connect" if isinstance(exc, aiosmtplib.SMTPConnectError | OSError) else "protocol"
+    # A connection refused, reset or closed by the backend (BackendClosed is a ConnectionError).
+    kind = "connect" if isinstance(exc, OSError) else "protocol"
     metrics.BACKEND_ERRORS.labels(kind).inc()
     return BackendError(BACKEND_UNAVAILABLE, kind, str(exc))
 
@@ -67,7 +81,7 @@ class _Timed:
 
 
 class SmtpTransaction:
-    def __init__(self, backend: SmtpBackend, conn: aiosmtplib.SMTP, client: ClientFacts, xforward: bool,
+    def __init__(self, backend: SmtpBackend, conn: Connection, client: ClientFacts, xforward: bool,
                  identity: bytes | None = None, reused: bool = False) -> None:
         self._backend = backend
         self._conn = conn
@@ -84,25 +98,39 @@ class SmtpTransaction:
         # away), the reply may still arrive and be paired with a later command: such a
         # connection is closed, never pooled.
         self._in_flight = False
+        # A MAIL command line waiting to go out with the first RCPT (the backend offers PIPELINING).
+        self._pending_mail: bytes | None = None
 
-    async def _cmd(self, stage: str, *args: bytes) -> BackendReply:
+    async def _exchange(self, stage: str, data: bytes, replies: int = 1) -> list[SmtpReply]:
+        """Send ``data`` (whole command lines) and read the ``replies`` it is owed, in order."""
         retry, self._retry_fresh = self._retry_fresh, False
         self._in_flight = True
         try:
             with _Timed(stage):
-                resp = await self._conn.execute_command(*args)
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            await self._drop()
+                self._conn.send(data, replies)
+                got = [await self._conn.reply() for _ in range(replies)]
+        except (ClientError, OSError) as exc:
+            self._drop()
             if not retry:
                 raise _translate(exc) from exc
             self._conn, self._xforward, self._identity = await self._backend.fresh(self._client)
             self._done = False
-            return await self._cmd(stage, *args)
+            return await self._exchange(stage, data, replies)
         self._in_flight = False
-        if not 200 <= resp.code < 400:
+        return got
+
+    def _counted(self, stage: str, reply: SmtpReply) -> BackendReply:
+        if not 200 <= reply.code < 400:
             self._identity = None
-        metrics.BACKEND_REPLIES_BY(stage, metrics.reply_class(resp.code)).inc()
-        return BackendReply(resp.code, resp.message)
+        metrics.BACKEND_REPLIES_BY(stage, metrics.reply_class(reply.code)).inc()
+        return BackendReply(reply.code, reply.message)
+
+    def _line(self, *parts: bytes) -> bytes:
+        try:
+            return command_line(b" ".join(parts))
+        except BackendProtocolError as exc:
+            self._drop()
+            raise _translate(exc) from exc
 
     async def mail(self, sender: str, options: list[str]) -> BackendReply:
         if self._xforward:
@@ -113,32 +141,47 @@ class SmtpTransaction:
                 f"PROTO={c.proto}",
                 f"HELO={xtext(c.helo or '[UNAVAILABLE]')}",
             ]
-            await self._cmd("xforward", b"XFORWARD", " ".join(attrs).encode())
-        arg = f"FROM:<{sender}>".encode()
-        return await self._cmd("mail", b"MAIL", arg, *(o.encode() for o in options))
+            await self._exchange("xforward", self._line(b"XFORWARD", " ".join(attrs).encode()))
+        line = self._line(b"MAIL", f"FROM:<{sender}>".encode(), *(o.encode() for o in options))
+        if self._conn.supports("pipelining"):
+            self._pending_mail = line
+            return _MAIL_DEFERRED
+        [reply] = await self._exchange("mail", line)
+        return self._counted("mail", reply)
 
     async def rcpt(self, rcpt: str, options: list[str]) -> BackendReply:
-        return await self._cmd("rcpt", b"RCPT", f"TO:<{rcpt}>".encode(), *(o.encode() for o in options))
+        line = self._line(b"RCPT", f"TO:<{rcpt}>".encode(), *(o.encode() for o in options))
+        if self._pending_mail is None:
+            [reply] = await self._exchange("rcpt", line)
+            return self._counted("rcpt", reply)
+        mail, reply = await self._exchange("rcpt", self._pending_mail + line, 2)
+        if not 200 <= mail.code < 300:
+            # The sender refused: the RCPT behind it was refused for want of a MAIL ("503 need MAIL"),
+            # so the client hears why; MAIL goes out again with its next RCPT.
+            return self._counted("mail", mail)
+        self._counted("mail", mail)
+        self._pending_mail = None
+        return self._counted("rcpt", reply)
 
     async def data(self, message: bytes) -> BackendReply:
+        if self._pending_mail is not None:  # the controller sends DATA only after an accepted RCPT
+            self._drop()
+            raise _translate(BackendProtocolError("DATA before the backend accepted MAIL"))
         self._in_flight = True
         try:
             with _Timed("data"):
                 resp = await send_message(self._conn, message)
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            await self._drop()
+        except (ClientError, OSError) as exc:
+            self._drop()
             raise _translate(exc) from exc
         self._in_flight = False
         if not (200 <= resp.code < 300 or resp.code >= 400):
             # Neither done nor refused (a 3xx after the message, say): what the backend did is unknown.
-            await self._drop()
-            raise _translate(aiosmtplib.SMTPDataError(resp.code, resp.message))
-        if not 200 <= resp.code < 300:
-            self._identity = None
-        metrics.BACKEND_REPLIES_BY("data", metrics.reply_class(resp.code)).inc()
-        return BackendReply(resp.code, resp.message)
+            self._drop()
+            raise _translate(BackendProtocolError(f"unexpected reply to the message: {resp.code} {resp.message}"))
+        return self._counted("data", resp)
 
-    async def _drop(self) -> None:
+    def _drop(self) -> None:
         self._done = True
         self._conn.close()
 
@@ -150,17 +193,19 @@ class SmtpTransaction:
         if self._in_flight:
             self._conn.close()
             return
+        if reset and self._pending_mail is not None:
+            reset = False  # MAIL never went out or was refused: the backend has no transaction to reset
         if reset:
             # Not after a completed DATA (RFC 5321 4.1.1.4: the backend has reset already): only an
             # aborted transaction gets here. Its identity is forgotten: XCLIENT resets the backend's
             # whole session state (error and junk-command counts included) for the next client.
             self._identity = None
             try:
-                resp = await self._conn.execute_command(b"RSET")
+                resp = await self._conn.command(b"RSET")
                 if resp.code != 250:
                     self._conn.close()
                     return
-            except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            except (ClientError, OSError):
                 self._conn.close()
                 return
         self._backend.release(self._conn, self._identity)
@@ -173,60 +218,55 @@ class SmtpBackend:
         self.cfg = cfg
         self.helo_name = cfg.helo_name or helo_name
         # (released at, connection, identity: see _identify)
-        self._idle: collections.deque[tuple[float, aiosmtplib.SMTP, bytes | None]] = collections.deque()
+        self._idle: collections.deque[tuple[float, Connection, bytes | None]] = collections.deque()
         self.outage = Outage(f"backend {cfg.host}:{cfg.port}", log)
         self._warned_anonymous = False
         # The XCLIENT attributes the backend offered last (the same on every connection to it): to
         # pick a pooled connection already identified as the next client.
         self._offered: frozenset[str] | None = None
 
-    async def _connect(self) -> aiosmtplib.SMTP:
-        conn = aiosmtplib.SMTP(
-            hostname=self.cfg.host,
-            port=self.cfg.port,
-            timeout=self.cfg.timeout,
-            local_hostname=self.helo_name,
-            start_tls=False,
-            use_tls=False,
-        )
+    async def _connect(self) -> Connection:
+        cfg = self.cfg
+        conn: Connection | None = None
         try:
             with _Timed("connect"):
                 # The greeting read is part of connect: a backend that accepts and stays silent
                 # must not hold the client longer than the configured backend timeout.
-                await conn.connect(timeout=min(self.cfg.connect_timeout, self.cfg.timeout))
-                await conn.ehlo()
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            conn.close()
+                conn = await open_connection(cfg.host, cfg.port, min(cfg.connect_timeout, cfg.timeout), cfg.timeout)
+                await _ehlo(conn, self.helo_name)
+        except (ClientError, OSError) as exc:
+            if conn is not None:
+                conn.close()
             error = _translate(exc)
             self.outage.failed(str(error))
             raise error from exc
         self.outage.ok()
         return conn
 
-    def _take_idle(self, identity: bytes | None) -> tuple[aiosmtplib.SMTP, bytes | None] | None:
+    def _take_idle(self, identity: bytes | None) -> tuple[Connection, bytes | None] | None:
         """The newest live idle connection, preferring one already identified as ``identity``."""
         now = time.monotonic()
         idle = self._idle
-        while idle and not (idle[0][1].is_connected and now - idle[0][0] < self.cfg.pool_idle_seconds):
+        while idle and not (idle[0][1].idle and now - idle[0][0] < self.cfg.pool_idle_seconds):
             idle.popleft()[1].close()  # the oldest first: expired or closed by the backend
         if identity is not None:
             for i in range(len(idle) - 1, -1, -1):
-                if idle[i][2] == identity and idle[i][1].is_connected:
+                if idle[i][2] == identity and idle[i][1].idle:
                     _, conn, known = idle[i]
                     del idle[i]
                     metrics.BACKEND_POOL.set(len(idle))
                     return conn, known
         while idle:
             _, conn, known = idle.pop()
-            if conn.is_connected:
+            if conn.idle:
                 metrics.BACKEND_POOL.set(len(idle))
                 return conn, known
             conn.close()
         metrics.BACKEND_POOL.set(0)
         return None
 
-    def release(self, conn: aiosmtplib.SMTP, identity: bytes | None = None) -> None:
-        if len(self._idle) >= self.cfg.pool_size or not conn.is_connected:
+    def release(self, conn: Connection, identity: bytes | None = None) -> None:
+        if len(self._idle) >= self.cfg.pool_size or not conn.idle:
             conn.close()
             return
         self._idle.append((time.monotonic(), conn, identity))
@@ -261,7 +301,7 @@ class SmtpBackend:
             return None
         return self._identity(client, self._offered)[2]
 
-    async def _identify(self, conn: aiosmtplib.SMTP, client: ClientFacts,
+    async def _identify(self, conn: Connection, client: ClientFacts,
                         known: bytes | None) -> tuple[bool, bytes | None, bool]:
         """Send XCLIENT when offered, unless ``known`` (the connection's identity) is this client's already.
 
@@ -269,25 +309,26 @@ class SmtpBackend:
         """
         if self.cfg.xclient == "off":
             return False, None, False
-        if conn.supports_extension("xclient"):
-            self._offered = offered = frozenset(conn.esmtp_extensions.get("xclient", "").upper().split())
+        if conn.supports("xclient"):
+            self._offered = offered = frozenset(conn.extensions.get("xclient", "").upper().split())
             args, helo, identity = self._identity(client, offered)
             if identity == known:
                 return False, identity, True
-            resp = await conn.execute_command(b"XCLIENT", args)
+            resp = await conn.command(b"XCLIENT " + args)
             # Postfix answers 220 (a fresh greeting); other implementations (smtp-sink) 250.
             if not 200 <= resp.code < 300:
-                raise aiosmtplib.SMTPResponseException(resp.code, f"XCLIENT refused: {resp.message}")
-            await conn.ehlo(hostname=helo)
+                conn.close()
+                raise BackendProtocolError(f"XCLIENT refused: {resp.code} {resp.message}")
+            await _ehlo(conn, helo or self.helo_name)
             return False, identity, False
-        if not conn.supports_extension("xforward") and not self._warned_anonymous:
+        if not conn.supports("xforward") and not self._warned_anonymous:
             # Once per process: the backend's relay and rate checks see spamgate's address for everyone.
             self._warned_anonymous = True
             log.warning("backend %s:%d offers neither XCLIENT nor XFORWARD to us: it sees every client as "
                         "spamgate's own address; authorise us (smtpd_authorized_xclient_hosts, deploy/postfix/) "
                         "and set [auth] local_domains so spamgate refuses relaying itself", self.cfg.host,
                         self.cfg.port)
-        return conn.supports_extension("xforward"), None, False
+        return conn.supports("xforward"), None, False
 
     async def begin(self, client: ClientFacts) -> Transaction:
         pooled = self._take_idle(self._wanted(client))
@@ -300,7 +341,7 @@ class SmtpBackend:
                 xforward, identity, reused = await self._identify(conn, client, known)
                 identified = True
                 return SmtpTransaction(self, conn, client, xforward, identity, reused)
-            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            except (ClientError, OSError) as exc:
                 # A pooled connection may have been closed by the backend's idle timeout.
                 if attempt == 1:
                     raise _translate(exc) from exc
@@ -310,14 +351,14 @@ class SmtpBackend:
             conn, known = None, None
         raise AssertionError("unreachable")
 
-    async def fresh(self, client: ClientFacts) -> tuple[aiosmtplib.SMTP, bool, bytes | None]:
+    async def fresh(self, client: ClientFacts) -> tuple[Connection, bool, bytes | None]:
         """A new connection, identified for ``client``: (connection, use XFORWARD, identity)."""
         conn = await self._connect()
         identified = False
         try:
             xforward, identity, _ = await self._identify(conn, client, None)
             identified = True
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+        except (ClientError, OSError) as exc:
             raise _translate(exc) from exc
         finally:
             if not identified:
@@ -338,7 +379,19 @@ class SmtpBackend:
         while self._idle:
             _, conn, _ = self._idle.pop()
             try:
-                await asyncio.wait_for(conn.quit(), 2)
-            except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                async with asyncio.timeout(2):
+                    await conn.quit()
+            except (ClientError, OSError, TimeoutError):
                 conn.close()
         metrics.BACKEND_POOL.set(0)
+
+
+async def _ehlo(conn: Connection, name: str) -> None:
+    try:
+        reply = await conn.ehlo(name)
+    except UnicodeEncodeError as exc:
+        conn.close()
+        raise BackendProtocolError(f"EHLO name not ASCII: {name!r}") from exc
+    if reply.code != 250:
+        conn.close()
+        raise BackendProtocolError(f"EHLO refused: {reply.code} {reply.message}")

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spamgate.filters.sdk.api import HeaderRemoval
 from spamgate.proxy.message import _header_fields, canonicalize, format_header, strip_headers
+from spamgate.proxy.relay_data import dot_stuff, wire_message
 from spamgate.proxy.smtp import GateSMTP
 from spamgate.proxy.smtp_auth import AuthMixin
 from tests.hardening.live import running_spamgate
@@ -109,7 +109,7 @@ def _headers(mid: str) -> bytes:
 @LIVE
 @given(body=bodies)
 def test_data_round_trips_exactly_through_the_relay(relay_gate: Spamgate, sink: CountingSink, body: bytes) -> None:
-    """client -> aiosmtpd's DATA reader -> canonicalize -> aiosmtplib's encoding -> backend:
+    """client -> spamgate's DATA reader -> canonicalize -> the relay's DATA encoding -> backend:
     the backend gets the canonical (CRLF) form of exactly the bytes the client meant."""
     mid = uuid.uuid4().hex
     content = _headers(mid) + body
@@ -135,10 +135,12 @@ def test_data_round_trips_exactly_through_the_relay(relay_gate: Spamgate, sink: 
 @PURE
 @given(data=st.binary(max_size=2000))
 def test_relay_encoding_round_trips(data: bytes) -> None:
-    """aiosmtplib's DATA encoding (what the relay sends), un-stuffed as the backend does, is
-    exactly spamgate's canonical form: nothing can end the DATA early or change a byte."""
+    """The relay's DATA encoding (``proxy/relay_data.py``), un-stuffed as the backend does, is
+    exactly spamgate's canonical form: nothing can end the DATA early or change a byte. (BDAT
+    sends ``wire_message(canonical)`` as counted bytes: nothing in it can end anything.)"""
     canonical = canonicalize(data)
-    wire = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(canonical))
+    assert wire_message(canonical) == (canonical or b"\r\n")
+    wire = dot_stuff(wire_message(canonical))
     assert b"\r\n.\r\n" not in b"\r\n" + wire
     lines = wire.split(b"\r\n")
     unstuffed = b"\r\n".join(ln[1:] if ln.startswith(b".") else ln for ln in lines)

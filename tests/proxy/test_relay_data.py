@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiosmtplib
 import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from spamgate.proxy.backend import BackendReply
 from spamgate.proxy.errors import BackendError
 from spamgate.proxy.relay_data import dot_stuff, send_message, wire_message
+from spamgate.proxy.smtp_client import BackendClosed, open_connection
 from tests.proxy.test_relay_unit import CLIENT, FakeMTA, _backend
 
 # Line ends, dots at line starts and plain bytes: the alphabet where the two can differ.
@@ -137,6 +137,8 @@ async def test_a_backend_gone_during_the_message_is_a_tempfail() -> None:
     assert 400 <= err.value.reply.code < 500
 
 
-async def test_send_message_raises_like_aiosmtplib_when_not_connected() -> None:
-    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
-        await send_message(aiosmtplib.SMTP(hostname="127.0.0.1", port=1), b"x\r\n")
+async def test_send_message_on_a_closed_connection_raises(plain_mta: FakeMTA) -> None:
+    conn = await open_connection("127.0.0.1", plain_mta.port, 2, 2)
+    conn.close()
+    with pytest.raises(BackendClosed):
+        await send_message(conn, b"x\r\n")

@@ -48,8 +48,10 @@ class FakeMTA:
     """A scripted SMTP server that records every command line."""
 
     def __init__(self, *, xclient: bool = True, xforward: bool = False, hang_on: str | None = None,
-                 slow_on: str | None = None, chunking: bool = False) -> None:
+                 slow_on: str | None = None, chunking: bool = False, pipelining: bool = True) -> None:
         self.xclient = xclient
+        self.pipelining = pipelining
+        self.refuse_mail: bytes | None = None  # the reply to every MAIL, instead of 250
         self.xforward = xforward
         self.chunking = chunking
         self.data_start = b"354 go ahead\r\n"  # the reply to DATA
@@ -83,6 +85,7 @@ class FakeMTA:
         self.connections += 1
         self.writers.append(writer)
         writer.write(b"220 fake ESMTP\r\n")
+        mail_ok = False
         try:
             while line := await reader.readline():
                 self.lines.append(line)
@@ -95,7 +98,7 @@ class FakeMTA:
                 if verb == self.slow_on:
                     await asyncio.sleep(0.5)
                 if verb == "EHLO":
-                    ext = [b"PIPELINING", b"8BITMIME"]
+                    ext = [b"PIPELINING", b"8BITMIME"] if self.pipelining else [b"8BITMIME"]
                     if self.xclient:
                         ext.append(b"XCLIENT ADDR NAME HELO PROTO PORT LOGIN")
                     if self.xforward:
@@ -106,6 +109,11 @@ class FakeMTA:
                                  + b"250 " + ext[-1] + b"\r\n")
                 elif verb == "XCLIENT":
                     writer.write(b"220 fake ESMTP\r\n")
+                elif verb == "MAIL":
+                    mail_ok = self.refuse_mail is None
+                    writer.write(self.refuse_mail or b"250 2.1.0 Ok\r\n")
+                elif verb == "RCPT" and not mail_ok:
+                    writer.write(b"503 5.5.1 Error: need MAIL command\r\n")
                 elif verb == "RCPT" and b"nobody" in line:
                     writer.write(b"550 5.1.1 <nobody@example.edu>: Recipient address rejected: User unknown\r\n")
                 elif verb == "DATA":
@@ -154,7 +162,9 @@ CLIENT = ClientFacts(addr="192.0.2.7", port=4711, helo="mx.example.org", proto="
 async def test_xclient_identifies_the_real_client(mta: FakeMTA) -> None:
     be = _backend(mta.port)
     txn = await be.begin(CLIENT)
-    assert await txn.mail("a@example.org", ["BODY=8BITMIME"]) == BackendReply(250, "2.0.0 Ok")
+    # The backend offers PIPELINING: MAIL waits for the first RCPT and goes out with it.
+    assert await txn.mail("a@example.org", ["BODY=8BITMIME"]) == BackendReply(250, "2.1.0 Ok")
+    assert "MAIL" not in mta.verbs()
     assert (await txn.rcpt("nobody@example.edu", [])).code == 550
     assert (await txn.rcpt("alice@example.edu", [])).ok
     reply = await txn.data(b"Subject: x\r\n\r\n.leading dot\r\n")
@@ -190,9 +200,11 @@ async def test_pool_reuses_a_connection_with_rset(mta: FakeMTA) -> None:
     be = _backend(mta.port)
     t1 = await be.begin(CLIENT)
     await t1.mail("a@example.org", [])
+    await t1.rcpt("alice@example.edu", [])
     await t1.finish(reset=True)
     t2 = await be.begin(ClientFacts(addr="192.0.2.8"))
     await t2.mail("b@example.org", [])
+    await t2.rcpt("alice@example.edu", [])
     await t2.finish(reset=True)
     assert mta.connections == 1
     assert mta.verbs().count("RSET") == 2
@@ -246,6 +258,7 @@ async def test_hanging_backend_times_out_with_a_4xx(verb: str) -> None:
         with pytest.raises(BackendError) as info:
             txn = await be.begin(CLIENT)
             await txn.mail("a@example.org", [])
+            await txn.rcpt("alice@example.edu", [])  # MAIL goes out with it (PIPELINING)
         assert info.value.kind == "timeout"
         assert info.value.reply.code == 451
         assert str(info.value.reply).startswith("451 4.4.2 ")
@@ -270,7 +283,8 @@ async def test_connection_with_a_cancelled_command_is_never_pooled() -> None:
     try:
         be = _backend(m.port)
         t = await be.begin(CLIENT)
-        task = asyncio.ensure_future(t.mail("a@example.org", []))
+        await t.mail("a@example.org", [])
+        task = asyncio.ensure_future(t.rcpt("alice@example.edu", []))  # MAIL goes out with it
         await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -340,10 +354,53 @@ async def test_an_aborted_transaction_is_reset_and_reidentified(mta: FakeMTA) ->
     be = _backend(mta.port)
     t1 = await be.begin(CLIENT)
     await t1.mail("a@example.org", [])
+    await t1.rcpt("alice@example.edu", [])
     await t1.finish(reset=True)  # the client sent RSET, or a filter refused the message
     assert (await _deliver(be, CLIENT)).ok
     assert mta.connections == 1
-    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RSET", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA"]
+    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "RSET", "XCLIENT", "EHLO", "MAIL", "RCPT",
+                           "DATA"]
+
+
+async def test_aborted_before_any_rcpt_costs_the_backend_nothing(mta: FakeMTA) -> None:
+    be = _backend(mta.port)
+    t1 = await be.begin(CLIENT)
+    await t1.mail("a@example.org", [])
+    await t1.finish(reset=True)  # MAIL never went out: no RSET, and the identity still holds
+    assert (await _deliver(be, CLIENT)).ok
+    assert mta.connections == 1
+    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA"]
+    await be.close()
+
+
+async def test_a_refused_sender_is_the_answer_to_rcpt_and_mail_is_tried_again(mta: FakeMTA) -> None:
+    mta.refuse_mail = b"553 5.1.8 <a@nowhere.invalid>: Sender address rejected: Domain not found\r\n"
+    be = _backend(mta.port)
+    txn = await be.begin(CLIENT)
+    assert (await txn.mail("a@nowhere.invalid", [])).ok  # spamgate's own 250: nothing sent yet
+    first = await txn.rcpt("alice@example.edu", [])
+    assert first == BackendReply(553, "5.1.8 <a@nowhere.invalid>: Sender address rejected: Domain not found")
+    mta.refuse_mail = None
+    assert (await txn.rcpt("bob@example.edu", [])).ok
+    assert (await txn.data(b"Subject: x\r\n\r\nbody\r\n")).ok
+    await txn.finish(reset=False)
+    assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "MAIL", "RCPT", "DATA"]
+    await be.close()
+
+
+async def test_without_pipelining_mail_goes_out_at_once() -> None:
+    m = FakeMTA(pipelining=False)
+    m.refuse_mail = b"452 4.3.1 Insufficient system storage\r\n"
+    await m.start()
+    try:
+        be = _backend(m.port)
+        txn = await be.begin(CLIENT)
+        assert await txn.mail("a@example.org", []) == BackendReply(452, "4.3.1 Insufficient system storage")
+        assert m.verbs()[-1] == "MAIL"
+        await txn.finish(reset=False)
+        await be.close()
+    finally:
+        await m.stop()
     await be.close()
 
 
