@@ -39,19 +39,30 @@ logging.setLogRecordFactory(_record_with_session)
 
 
 class TextFormatter(logging.Formatter):
+    """``2026-11-30 01:02:03,456 INFO spamgate.session: [worker=K ][session=ID ]message``."""
+
     def __init__(self, worker: int | None = None) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         # With [server] workers, every line says which process wrote it.
         self._worker = "" if worker is None else f"worker={worker} "
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # The date and time of a whole second, formatted once: three lines a message made strftime show
+        # in profiles. Same text as logging's default (local time, ",mmm").
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime(self.default_time_format,
+                                                                    self.converter(record.created))
+        return f"{self._second_text},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
         session = getattr(record, "session", None)
-        if session is None and not self._worker:
-            return line
-        fields = self._worker + ("" if session is None else f"session={session} ")
-        head, _, message = line.partition(f"{record.name}: ")
-        return f"{head}{record.name}: {fields}{message}"
+        fields = self._worker if session is None else f"{self._worker}session={session} "
+        return f"{record.asctime} {record.levelname} {record.name}: {fields}{record.message}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,6 +88,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str = "text", worker: int | None = None) -> None:
+    # Neither format prints threads or processes: don't make every LogRecord look them up.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root = logging.getLogger()

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 
+import pytest
+
 from spamgate.proxy.logs import SESSION, JsonFormatter, TextFormatter, bind_session
 
 
@@ -40,6 +42,20 @@ def test_text_format_puts_the_session_after_the_logger() -> None:
     assert line.endswith("INFO spamgate.test: session=0123456789 connect client=[192.0.2.7]:4242")
     plain = TextFormatter().format(_record("spamgate ready"))
     assert plain.endswith("INFO spamgate.test: spamgate ready") and "session=" not in plain
+
+
+@pytest.mark.parametrize("created", [1700000000.0, 1700000000.0004, 1700000000.9996, 1700000001.5, 1764464401.123])
+def test_text_format_is_loggings_own_without_a_session(created: float) -> None:
+    """The cached time text and the direct formatting give logging's default output, exceptions included."""
+    reference = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = TextFormatter()
+    ours.format(_record("warm the cache with another second"))
+    for exc in (None, ZeroDivisionError("boom")):
+        r = _record("hello %s", "world")
+        r.created, r.msecs = created, int((created - int(created)) * 1000)
+        if exc is not None:
+            r.exc_info = (type(exc), exc, None)
+        assert ours.format(r) == reference.format(r)
 
 
 def test_json_format_is_one_object_per_line() -> None:
