@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 
@@ -36,22 +35,11 @@ from spamgate.proxy.smtp_client import (
     command_line,
     open_connection,
 )
+from spamgate.proxy.xclient import identity, xclient_addr, xtext
 
-__all__ = ["SmtpBackend", "xtext"]
+__all__ = ["SmtpBackend"]
 
 log = logging.getLogger("spamgate.relay")
-
-
-_XTEXT_SAFE = {c for c in range(33, 127) if c not in (ord("+"), ord("="))}
-
-
-def xtext(value: str) -> str:
-    """RFC 3461 xtext, as XCLIENT/XFORWARD attribute values need."""
-    return "".join(chr(b) if b in _XTEXT_SAFE else f"+{b:02X}" for b in value.encode("utf-8"))
-
-
-def _xclient_addr(addr: str) -> str:
-    return f"IPv6:{addr}" if ":" in addr else addr
 
 
 # What the client hears for a MAIL that waits for the first RCPT to go out (Postfix's own words).
@@ -137,7 +125,7 @@ class SmtpTransaction:
             c = self._client
             attrs = [
                 f"NAME={xtext(c.xclient_name)}",
-                f"ADDR={xtext(_xclient_addr(c.addr))}",
+                f"ADDR={xtext(xclient_addr(c.addr))}",
                 f"PROTO={c.proto}",
                 f"HELO={xtext(c.helo or '[UNAVAILABLE]')}",
             ]
@@ -272,34 +260,10 @@ class SmtpBackend:
         self._idle.append((time.monotonic(), conn, identity))
         metrics.BACKEND_POOL.set(len(self._idle))
 
-    @staticmethod
-    @functools.lru_cache(maxsize=1024)
-    def _identity(client: ClientFacts, offered: frozenset[str]) -> tuple[bytes, str | None, bytes]:
-        """XCLIENT's arguments, the EHLO name after it, and both as one key: what the backend knows.
-
-        Cached: asked twice per transaction (to pick a pooled connection, then to compare), and
-        mostly for the same few clients; xtext-encoding every attribute each time showed in profiles.
-        """
-        wanted = {
-            "ADDR": _xclient_addr(client.addr),
-            "NAME": client.xclient_name,
-            "REVERSE_NAME": client.reverse_name or client.xclient_name,
-            "HELO": client.helo or "[UNAVAILABLE]",
-            "PROTO": client.proto,
-            "PORT": str(client.port) if client.port else None,
-            "LOGIN": client.login,
-        }
-        # Send only what the backend says it understands (an unknown attribute is a 501).
-        args = " ".join(f"{k}={xtext(v)}" for k, v in wanted.items()
-                        if v is not None and (not offered or k in offered)).encode()
-        # The EHLO after XCLIENT sets the HELO name Postfix logs and checks: the client's, not ours.
-        helo = client.helo if client.helo and client.helo.isascii() else None
-        return args, helo, args + b"\nEHLO " + (helo or "").encode()
-
     def _wanted(self, client: ClientFacts) -> bytes | None:
         if self._offered is None or self.cfg.xclient == "off":
             return None
-        return self._identity(client, self._offered)[2]
+        return identity(client, self._offered)[2]
 
     async def _identify(self, conn: Connection, client: ClientFacts,
                         known: bytes | None) -> tuple[bool, bytes | None, bool]:
@@ -311,16 +275,16 @@ class SmtpBackend:
             return False, None, False
         if conn.supports("xclient"):
             self._offered = offered = frozenset(conn.extensions.get("xclient", "").upper().split())
-            args, helo, identity = self._identity(client, offered)
-            if identity == known:
-                return False, identity, True
+            args, helo, known_as = identity(client, offered)
+            if known_as == known:
+                return False, known_as, True
             resp = await conn.command(b"XCLIENT " + args)
             # Postfix answers 220 (a fresh greeting); other implementations (smtp-sink) 250.
             if not 200 <= resp.code < 300:
                 conn.close()
                 raise BackendProtocolError(f"XCLIENT refused: {resp.code} {resp.message}")
             await _ehlo(conn, helo or self.helo_name)
-            return False, identity, False
+            return False, known_as, False
         if not conn.supports("xforward") and not self._warned_anonymous:
             # Once per process: the backend's relay and rate checks see spamgate's address for everyone.
             self._warned_anonymous = True

@@ -10,7 +10,8 @@ import pytest
 from spamgate.proxy.backend import BackendReply, ClientFacts
 from spamgate.proxy.config import Backend
 from spamgate.proxy.errors import BackendError
-from spamgate.proxy.relay import SmtpBackend, _xclient_addr, xtext
+from spamgate.proxy.relay import SmtpBackend
+from spamgate.proxy.xclient import xclient_addr, xtext
 
 
 @pytest.mark.parametrize(
@@ -33,8 +34,8 @@ def test_xtext(value: str, expected: str) -> None:
 
 
 def test_xclient_addr() -> None:
-    assert _xclient_addr("192.0.2.1") == "192.0.2.1"
-    assert _xclient_addr("2001:db8::1") == "IPv6:2001:db8::1"
+    assert xclient_addr("192.0.2.1") == "192.0.2.1"
+    assert xclient_addr("2001:db8::1") == "IPv6:2001:db8::1"
 
 
 def test_backend_reply_ok() -> None:
