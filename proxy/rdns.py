@@ -34,15 +34,23 @@ def _ptr_name(ip: str) -> str:
     return str(dns.reversename.from_address(ip).to_text())
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # The client's and its forward records' addresses, parsed once: the same few come back all day.
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 class ReverseResolver:
     def __init__(self, resolver: CachingResolver, budget: float) -> None:
         self.resolver = resolver
         self.budget = budget
 
     async def lookup(self, ip: str) -> ClientNames:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+        addr = _address(ip)
+        if addr is None:
             return ClientNames()
         ptr = await self.resolver.query(_ptr_name(ip), "PTR")
         if ptr.status in ("nxdomain", "nodata"):
@@ -55,7 +63,7 @@ class ReverseResolver:
             return ClientNames(reverse=name)
         if forward.status != "ok":
             return ClientNames(reverse=name, temporary_failure=True)
-        confirmed = any(ipaddress.ip_address(r) == addr for r in forward.records)
+        confirmed = any(_address(r) == addr for r in forward.records)
         return ClientNames(reverse=name, verified=name if confirmed else None)
 
     async def lookup_bounded(self, ip: str) -> ClientNames:

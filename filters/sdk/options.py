@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import types
 from collections.abc import Mapping
@@ -26,9 +27,11 @@ def _networks(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """A client's address, IPv4-mapped IPv6 as IPv4 (a dual-stack listener must not split a client
-    in two); None when it is not an IP address at all."""
+    in two); None when it is not an IP address at all. Memoised: clients come back, and parsing
+    showed in profiles of every connection."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
