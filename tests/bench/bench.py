@@ -31,7 +31,6 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -41,13 +40,13 @@ sys.path.insert(0, str(REPO))
 
 from tests.bench import scenario  # noqa: E402
 from tests.bench.measure import Load  # noqa: E402
+from tests.bench.netns import NETNS_ENV, enter_netns  # noqa: E402
 from tests.bench.paths import PATHS, run_paths  # noqa: E402
 from tests.bench.peers import install_haraka  # noqa: E402
 from tests.bench.report import markdown, stamp, text_table, update_readme  # noqa: E402
 
 ALL = PATHS
 QUICK = ["sink", "naive", "production"]
-NETNS_ENV = "SPAMGATE_BENCH_NETNS"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -80,18 +79,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def enter_netns(argv: list[str]) -> None:
-    """Re-run this script in a fresh network namespace with only `lo`: nothing leaves 127.0.0.1."""
-    if os.environ.get(NETNS_ENV) == "1":
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        return
-    if os.geteuid() != 0:
-        raise SystemExit("bench.py needs root: it runs everything inside `unshare --net`")
-    unshare = shutil.which("unshare") or "/usr/bin/unshare"
-    env = {**os.environ, NETNS_ENV: "1"}
-    os.execve(unshare, [unshare, "--net", "--", sys.executable, str(Path(__file__).resolve()), *argv], env)
-
-
 def machine() -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.machine())  # fmt: skip
@@ -105,7 +92,7 @@ def main(argv: list[str]) -> int:
         why = install_haraka()  # npm needs the network: before the namespace
         if why:
             print(f"haraka: {why}", file=sys.stderr)
-    enter_netns(argv)
+    enter_netns(__file__, argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(soft, 8192)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))  # 1,000 idle sessions, both ends

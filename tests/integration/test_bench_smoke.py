@@ -63,3 +63,19 @@ def test_quick_benchmark_writes_a_table_with_real_figures(tmp_path: Path) -> Non
             assert _number(cpu) > 0, (key, cells)
     # the production row's mixed corpus really went through spamgate: every kind answered 250
     assert "ham 250" in rows["production"][7] and "spoofed 250" in rows["production"][7], rows["production"]
+
+
+def test_the_namespace_gives_postfix_a_datagram_queue_it_cannot_wedge_on(tmp_path: Path) -> None:
+    """A fresh network namespace starts with net.unix.max_dgram_qlen = 10, on which a loaded Postfix
+    (logging through postlogd) wedged mid-benchmark; the benchmark's namespace raises it."""
+    script = tmp_path / "qlen.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from tests.bench.netns import enter_netns\n"
+        "enter_netns(__file__, [])\n"
+        "print(open('/proc/sys/net/unix/max_dgram_qlen').read().strip())\n"
+    )
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "512"
