@@ -7,11 +7,9 @@ controller (``proxy.transaction``), which reads and writes this record.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from spamgate.filters.sdk.api import Context, Envelope, Message, Phase, Reply, SessionInfo
@@ -69,13 +67,6 @@ class SessionState:
     # The last SessionInfo and the facts it was built from: filters ask at every phase, and the
     # facts change only at HELO, STARTTLS, AUTH and the reverse lookup.
     _info: tuple[tuple[object, ...], SessionInfo] | None = field(default=None, repr=False, compare=False)
-
-    @cached_property
-    def peer_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        try:
-            return ipaddress.ip_address(self.peer_ip)
-        except ValueError:
-            return None
 
     def info(self) -> SessionInfo:
         facts = (self.helo, self.names, self.tls, self.tls_version, self.tls_cipher, self.login)

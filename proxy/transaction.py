@@ -138,7 +138,7 @@ class TransactionController:
             txn.rejected_rcpts += 1
             return held
         a = cfg.auth
-        denied = relay_denied(st.role, st.login, address, st.peer_address, a.local_domains, a.relay_domains,
+        denied = relay_denied(st.role, st.login, address, st.info().peer_address, a.local_domains, a.relay_domains,
                               a.relay_networks)
         if denied is not None:
             txn.rejected_rcpts += 1

@@ -56,6 +56,15 @@ async def plain_mta() -> AsyncIterator[FakeMTA]:
     await m.stop()
 
 
+async def _send_via(mta: FakeMTA, message: bytes = b"Subject: x\r\n\r\nbody\r\n") -> BackendReply:
+    """Start ``mta`` (scripted by the caller), send one message through it, stop it."""
+    await mta.start()
+    try:
+        return await _send(mta, message)
+    finally:
+        await mta.stop()
+
+
 async def _send(mta: FakeMTA, message: bytes) -> BackendReply:
     be = _backend(mta.port)
     txn = await be.begin(CLIENT)
@@ -90,22 +99,14 @@ async def test_data_with_dot_stuffing_otherwise(plain_mta: FakeMTA) -> None:
 async def test_a_refusal_after_the_message_passes_through(chunking: bool) -> None:
     mta = FakeMTA(chunking=chunking)
     mta.data_final = b"554 5.7.1 Rejected by content policy\r\n"
-    await mta.start()
-    try:
-        reply = await _send(mta, b"Subject: x\r\n\r\nbody\r\n")
-    finally:
-        await mta.stop()
+    reply = await _send_via(mta)
     assert reply == BackendReply(554, "5.7.1 Rejected by content policy")
 
 
 async def test_a_refused_data_command_passes_through() -> None:
     mta = FakeMTA()
     mta.data_start = b"451 4.3.0 Try again later\r\n"
-    await mta.start()
-    try:
-        reply = await _send(mta, b"Subject: x\r\n\r\nbody\r\n")
-    finally:
-        await mta.stop()
+    reply = await _send_via(mta)
     assert reply == BackendReply(451, "4.3.0 Try again later")
     assert mta.data == []
 
@@ -116,24 +117,16 @@ async def test_no_success_without_the_backend_taking_the_message(start: bytes) -
     mta = FakeMTA()
     mta.data_start = start
     mta.data_final = b"354 again?\r\n"
-    await mta.start()
-    try:
-        with pytest.raises(BackendError) as err:
-            await _send(mta, b"Subject: x\r\n\r\nbody\r\n")
-    finally:
-        await mta.stop()
+    with pytest.raises(BackendError) as err:
+        await _send_via(mta)
     assert 400 <= err.value.reply.code < 500
 
 
 async def test_a_backend_gone_during_the_message_is_a_tempfail() -> None:
     mta = FakeMTA(chunking=True)
     mta.drop_on = "BDAT"
-    await mta.start()
-    try:
-        with pytest.raises(BackendError) as err:
-            await _send(mta, b"Subject: x\r\n\r\nbody\r\n")
-    finally:
-        await mta.stop()
+    with pytest.raises(BackendError) as err:
+        await _send_via(mta)
     assert 400 <= err.value.reply.code < 500
 
 
