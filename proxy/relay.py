@@ -21,7 +21,7 @@ import logging
 import time
 
 from spamgate.filters.sdk.outage import Outage
-from spamgate.proxy import metrics
+from spamgate.proxy import metrics, xclient
 from spamgate.proxy.backend import BackendReply, ClientFacts, Transaction
 from spamgate.proxy.config import Backend as BackendConfig
 from spamgate.proxy.errors import BackendError
@@ -35,7 +35,7 @@ from spamgate.proxy.smtp_client import (
     command_line,
     open_connection,
 )
-from spamgate.proxy.xclient import identity, xclient_addr, xtext
+from spamgate.proxy.xclient import xclient_addr, xtext
 
 __all__ = ["SmtpBackend"]
 
@@ -129,7 +129,8 @@ class SmtpTransaction:
                 f"PROTO={c.proto}",
                 f"HELO={xtext(c.helo or '[UNAVAILABLE]')}",
             ]
-            await self._exchange("xforward", self._line(b"XFORWARD", " ".join(attrs).encode()))
+            [forwarded] = await self._exchange("xforward", self._line(b"XFORWARD", " ".join(attrs).encode()))
+            self._counted("xforward", forwarded)
         line = self._line(b"MAIL", f"FROM:<{sender}>".encode(), *(o.encode() for o in options))
         if self._conn.supports("pipelining"):
             self._pending_mail = line
@@ -263,7 +264,7 @@ class SmtpBackend:
     def _wanted(self, client: ClientFacts) -> bytes | None:
         if self._offered is None or self.cfg.xclient == "off":
             return None
-        return identity(client, self._offered)[2]
+        return xclient.identity(client, self._offered)[2]
 
     async def _identify(self, conn: Connection, client: ClientFacts,
                         known: bytes | None) -> tuple[bool, bytes | None, bool]:
@@ -275,7 +276,7 @@ class SmtpBackend:
             return False, None, False
         if conn.supports("xclient"):
             self._offered = offered = frozenset(conn.extensions.get("xclient", "").upper().split())
-            args, helo, known_as = identity(client, offered)
+            args, helo, known_as = xclient.identity(client, offered)
             if known_as == known:
                 return False, known_as, True
             resp = await conn.command(b"XCLIENT " + args)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from spamgate.proxy.backend import BackendReply, ClientFacts
 from spamgate.proxy.config import Backend
@@ -187,8 +188,11 @@ async def test_xforward_when_no_xclient() -> None:
     await m.start()
     try:
         be = _backend(m.port)
+        counted = {"stage": "xforward", "class": "2xx"}
+        before = REGISTRY.get_sample_value("spamgate_backend_replies_total", counted) or 0.0
         txn = await be.begin(ClientFacts(addr="2001:db8::5", helo="h e l o"))
         await txn.mail("", [])
+        assert REGISTRY.get_sample_value("spamgate_backend_replies_total", counted) == before + 1
         xf = [ln for ln in m.lines if ln.startswith(b"XFORWARD")]
         assert xf == [b"XFORWARD NAME=[UNAVAILABLE] ADDR=IPv6:2001:db8::5 PROTO=ESMTP HELO=h+20e+20l+20o\r\n"]
         await txn.finish(reset=True)
