@@ -34,12 +34,10 @@ class Thresholds(BaseModel):
     quarantine: float | None = None
     add_header: float | None = 6.0
 
-    def ordered(self) -> list[tuple[float, Action]]:
-        return list(self._ordered)
-
     # Sorted once: every message asks (the model is frozen, so the answer never changes).
     @cached_property
-    def _ordered(self) -> tuple[tuple[float, Action], ...]:
+    def ordered(self) -> tuple[tuple[float, Action], ...]:
+        """(threshold, action) pairs, highest threshold first."""
         pairs = [
             (self.reject, Action.REJECT),
             (self.tempfail, Action.TEMPFAIL),
@@ -52,12 +50,12 @@ class Thresholds(BaseModel):
     @cached_property
     def required(self) -> float:
         """The score from which a message counts as spam (SpamAssassin's 'required')."""
-        present = [t for t, _ in self._ordered]
+        present = [t for t, _ in self.ordered]
         return min(present) if present else float("inf")
 
 
 def choose_action(score: float, thresholds: Thresholds) -> Action:
-    for threshold, action in thresholds._ordered:
+    for threshold, action in thresholds.ordered:
         if score >= threshold:
             return action
     return Action.ACCEPT
