@@ -65,7 +65,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     ap.add_argument("--update-readme", action="store_true", help="rewrite README.md's bench:begin/end block")
     ap.add_argument("--profile", type=Path, metavar="DIR",
-                    help="after measuring, py-spy record spamgate (production) under one more run into DIR")
+                    help="after measuring, py-spy record spamgate (production, workers) under one more run into DIR")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
     args = ap.parse_args(argv)
     args.paths = QUICK if args.quick else ALL

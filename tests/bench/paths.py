@@ -121,7 +121,10 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
                 row.na, row.note = "n/a (not implemented)", f"check-config: {why[:120]}"
                 rows["workers"] = row
             else:
-                rows["workers"] = measure_smtp(row, d.spamgate("workers", text), ld, d, sink)
+                workers = d.spamgate("workers", text)
+                rows["workers"] = measure_smtp(row, workers, ld, d, sink)
+                if args.profile:
+                    profile(args.profile, workers, ld, "workers")
         if paths & {"postfix", "spamgate-postfix"}:
             postfix_paths(paths, rows, d, stack, sink, ld, config)
         if paths & {"spampd", "spamassassin", "spamd"}:
@@ -211,13 +214,13 @@ def spamd_alone(row: Row, port: int, pid: int, ld: Load) -> Row:
     return row
 
 
-def profile(out: Path, target: Started, ld: Load) -> None:
-    """py-spy record of spamgate under one more smtp-source run (after the measured ones)."""
+def profile(out: Path, target: Started, ld: Load, name: str = "production") -> None:
+    """py-spy record of spamgate (and its workers) under one more smtp-source run (after the measured ones)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out.mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen([spy, "record", "--pid", str(target.pid), "--rate", "250", "--format", fmt,
-                               "--output", str(out / f"production.{ext}"), "--nonblocking"],
-                              stdout=subprocess.DEVNULL, stderr=(out / f"py-spy-{ext}.log").open("wb"))
+                               "--output", str(out / f"{name}.{ext}"), "--nonblocking", "--subprocesses"],
+                              stdout=subprocess.DEVNULL, stderr=(out / f"py-spy-{name}-{ext}.log").open("wb"))
              for fmt, ext in (("raw", "txt"), ("flamegraph", "svg"))]  # fmt: skip
     time.sleep(1.5)
     load.run_source(target.port, ld.messages * 2, ld.sessions, ld.size)
