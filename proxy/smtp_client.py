@@ -59,6 +59,10 @@ class _ReplyQueue(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self.error: ClientError | None = None
         self.owed = 1  # replies the backend owes us: the greeting first
+        # The reply timeout: one timer per connection that only moves its deadline (see _arm).
+        self._deadline = 0.0
+        self._timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -105,6 +109,9 @@ class _ReplyQueue(asyncio.Protocol):
         if self.error is None:
             self.error = BackendClosed(f"connection lost: {exc}" if exc else "connection closed")
         self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake()
 
     def _fail(self, error: ClientError) -> None:
@@ -121,10 +128,38 @@ class _ReplyQueue(asyncio.Protocol):
     def settled(self) -> bool:
         return self.owed == 0 and not self._replies and not self._lines and not self._buffer
 
-    async def next_reply(self) -> SmtpReply:
+    def _arm(self, timeout: float) -> None:
+        """A reply is due within ``timeout`` seconds from now.
+
+        A pooled connection waits for two or three replies per message: asyncio.timeout() would
+        schedule and cancel a timer for each. Here the armed timer stays; when it fires before the
+        deadline (replies came meanwhile) it re-arms for the rest, and when nobody waits it lapses.
+        """
+        self._timeout = timeout
+        self._deadline = deadline = self._loop.time() + timeout
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._timer = None
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._deadline_reached)
+            return
+        self._fail(BackendTimeout(f"no reply from the backend in {self._timeout:g}s"))
+
+    async def next_reply(self, within: float | None = None) -> SmtpReply:
+        """The next reply; a BackendTimeout (and the connection closed) when it takes more than ``within`` seconds."""
         while not self._replies:
             if self.error is not None:
                 raise self.error
+            if within is not None:
+                self._arm(within)
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -177,11 +212,7 @@ class Connection:
     async def reply(self) -> SmtpReply:
         """The next reply owed; closes the connection when it cannot come (timeout, or a broken connection)."""
         try:
-            async with asyncio.timeout(self.timeout):
-                reply = await self._protocol.next_reply()
-        except TimeoutError:
-            self.close()
-            raise BackendTimeout(f"no reply from the backend in {self.timeout:g}s") from None
+            reply = await self._protocol.next_reply(self.timeout)
         except ClientError:
             self.close()
             raise

@@ -147,6 +147,46 @@ async def test_no_reply_in_time_is_a_timeout_and_closes() -> None:
         assert not conn.is_connected
 
 
+
+
+async def test_the_timeout_counts_per_reply_not_per_connection() -> None:
+    """Each reply gets the whole timeout: three slow replies in a row, each in time, add up to more than it."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mta.test ESMTP\r\n")
+        for _ in range(3):
+            await reader.readline()
+            await asyncio.sleep(0.15)
+            writer.write(b"250 ok\r\n")
+        await reader.read()
+
+    async with Scripted(script) as server:
+        conn = await _connect(server, reply_timeout=0.3)
+        for _ in range(3):
+            assert (await conn.command(b"NOOP")).code == 250
+        assert conn.idle
+
+
+async def test_the_timeout_still_fires_after_an_idle_spell() -> None:
+    """The timer armed by the last wait lapses while nobody waits; the next wait is timed from its own start."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mta.test ESMTP\r\n")
+        await reader.readline()
+        writer.write(b"250 ok\r\n")
+        await reader.read()
+
+    async with Scripted(script) as server:
+        conn = await _connect(server, reply_timeout=0.2)
+        assert (await conn.command(b"NOOP")).code == 250
+        await asyncio.sleep(0.3)  # longer than the timeout: an idle connection does not time out
+        assert conn.idle
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(BackendTimeout, match=r"in 0\.2s"):
+            await conn.command(b"NOOP")
+        assert 0.15 < loop.time() - start < 1.5
+        assert not conn.is_connected
 async def test_backend_closing_mid_reply() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 mta.test ESMTP\r\n")
