@@ -66,10 +66,16 @@ def strip_headers(header_bytes: bytes, removals: Sequence[HeaderRemoval]) -> byt
     """The header block without the fields any removal matches (blank separator kept)."""
     if not removals:
         return header_bytes
+    # Most messages carry none of the fields removed (our own X-Spam-* and Authentication-Results):
+    # a field can't match when its name appears nowhere in the block, and then nothing is parsed.
+    lowered = header_bytes.lower()
+    wanted = {r.name.lower(): r for r in removals}
+    if all(name.isascii() for name in wanted) and not any(name.encode() in lowered for name in wanted):
+        return header_bytes
     kept = [
         raw
         for name, value, raw in _header_fields(header_bytes)
-        if not any(r.matches(name, value) for r in removals)
+        if name.strip().lower() not in wanted or not any(r.matches(name, value) for r in removals)
     ]
     trailer = b"\r\n" if header_bytes.endswith(b"\r\n\r\n") or header_bytes == b"\r\n" else b""
     return b"".join(kept) + trailer
