@@ -88,8 +88,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str = "text", worker: int | None = None) -> None:
-    # Neither format prints threads or processes: don't make every LogRecord look them up.
+    # Neither format prints threads, processes or the calling file and line: don't make every
+    # LogRecord look them up (the logging HOWTO's "Optimization" switches; _srcfile = None skips
+    # the stack walk of findCaller, three per message).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root = logging.getLogger()

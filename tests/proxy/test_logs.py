@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -68,3 +70,20 @@ def test_json_format_is_one_object_per_line() -> None:
     assert obj["session"] == "0123456789" and obj["message"] == "quarantine=failed error=disk full"
     assert obj["level"] == "info" and obj["logger"] == "spamgate.test" and obj["time"].endswith("Z")
     assert "\n" not in line
+
+
+def test_setup_logging_skips_the_caller_lookup_and_the_lines_stay_the_same() -> None:
+    """No format prints the calling file or line, so records don't walk the stack for them."""
+    code = (
+        "import logging, sys\n"
+        "from spamgate.proxy.logs import setup_logging\n"
+        "setup_logging('info')\n"
+        "seen = []\n"
+        "log = logging.getLogger('spamgate.test')\n"
+        "log.addFilter(lambda r: seen.append(r) or True)\n"
+        "log.info('hello %s', 'world')\n"
+        "print(seen[0].lineno, seen[0].funcName)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["0", "(unknown", "function)"]
+    assert done.stderr.rstrip("\n").endswith(" INFO spamgate.test: hello world")
