@@ -127,7 +127,8 @@ class Server:
         self.seat = seat  # set when this process is one of [server] workers
         # Owned here, not by a runtime: a reload rebuilds the runtime and hands these over.
         self.state = make_state(cfg.state)
-        self.counter = SessionCounter(store=self.state.strict)
+        # Per IP across instances needs a shared store; this process's own count is exact without one.
+        self.counter = SessionCounter(store=self.state.strict if self.state.shared else None)
         self.penalties = make_penalty_box(cfg.auth, self.state.engine)
         self.runtime = build_runtime(cfg, self.counter, penalties=self.penalties, state=self.state)
         self.servers: list[asyncio.Server] = []
