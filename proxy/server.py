@@ -307,7 +307,7 @@ class Server:
             return
         try:
             if isinstance(transport, asyncio.WriteTransport):
-                transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+                transport.write(s.take_held() + b"421 4.3.2 Service shutting down, please try again later\r\n")
             transport.close()
         except Exception as exc:  # a transport half torn down must not keep the process from exiting
             log.debug("goodbye failed: %r", exc)

@@ -40,6 +40,14 @@ __all__ = ["GateSMTP"]
 
 log = logging.getLogger("spamgate.smtp")
 _PROTOCOL_ERRORS = {"500", "501", "503"}
+# Commands whose replies may wait for the next pipelined command's (RFC 2920's envelope commands).
+_HELD_PHASES = frozenset({"mail", "rcpt"})
+
+
+def _line_waiting(reader: asyncio.StreamReader) -> bool:
+    """A whole line is buffered already: the session loop will read it without waiting for the client.
+    (StreamReader keeps its buffer private; without one, nothing is ever held.)"""
+    return b"\n" in getattr(reader, "_buffer", b"")
 # The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
@@ -127,6 +135,7 @@ class GateSMTP(AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
         self._session_id = ""
         self._deadline = 0.0  # the idle timeout's deadline (loop time): see _reset_timeout
         self._timer_armed = False
+        self._held = b""  # replies to a pipelined MAIL/RCPT group, not written yet: see push
 
     async def _before(self, phase: str, arg: str | None) -> bool:
         """Every command passes here first; False when it was answered already."""
@@ -339,12 +348,31 @@ class GateSMTP(AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
                 self._errors += 1
                 if status.startswith('500 5.5.2 Error: command "'):
                     log.info("unknown-command=%r", status[26:].split('"', 1)[0][:32])
-        await super().push(status)
+            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        data = status + b"\r\n"
+        if self._phase in _HELD_PHASES and data[:1] != b"3" and _line_waiting(self._reader):
+            # The client pipelined (RFC 2920): its next command is here already and will be answered
+            # next, so this reply goes out with that one, in one write, as Postfix's smtpd does. Never
+            # an intermediate (3xx) reply: the client waits for it before sending more.
+            self._held += data
+        else:
+            await self._write(data)
         if self._errors >= self.runtime.cfg.limits.max_errors and self.transport is not None:
             self._errors = -(10**9)
             metrics.LIMITS.labels("max_errors").inc()
-            await super().push(str(replies.TOO_MANY_ERRORS))
+            await self._write(str(replies.TOO_MANY_ERRORS).encode() + b"\r\n")
             self.transport.close()
+
+    async def _write(self, data: bytes) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def take_held(self) -> bytes:
+        """Replies held for a pipelined group, for a caller that writes to the transport itself (shutdown)."""
+        held, self._held = self._held, b""
+        return held
 
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's answer to an exception in a command (its own: ``500 Error: <text>``)."""

@@ -181,6 +181,10 @@ def test_pipelining(postfix: Postfix, spamgate: SpamgateFactory) -> None:
     mid = new_id()
     c = session(sg.port)
     c.send(b"MAIL FROM:<p@example.org>\r\nRCPT TO:<alice@example.edu>\r\nRCPT TO:<nobody@example.edu>\r\nDATA\r\n")
+    # The group's replies come back in one write, as from Postfix's smtpd: each one waited for the
+    # next command's, which was already there (the RCPTs' needed Postfix's answers first).
+    c.buf = c.sock.recv(65536)
+    assert c.buf.count(b"\r\n") == 4, c.buf
     assert [c.reply()[0] for _ in range(4)] == [250, 250, 550, 354]
     # End of data, a whole second transaction and QUIT in one write: replies come back in order.
     c.send(headers(mid + "-1") + b"one\r\n.\r\nMAIL FROM:<q@example.org>\r\nRCPT TO:<bob@example.edu>\r\nDATA\r\n")
@@ -193,6 +197,15 @@ def test_pipelining(postfix: Postfix, spamgate: SpamgateFactory) -> None:
     assert c.reply()[0] == 221
     postfix.wait_for(lambda m: f"{mid}-1".encode() in m)
     postfix.wait_for(lambda m: f"{mid}-2".encode() in m, rcpt="bob@example.edu")
+
+
+def test_held_pipelined_replies_all_come_out_before_a_disconnect(spamgate: SpamgateFactory) -> None:
+    """Replies held for a pipelined group are written before the 421 of too many errors, in order."""
+    sg = spamgate("[limits]\nmax_errors = 3\n")
+    c = session(sg.port)
+    c.send(b"MAIL FROM:<p@example.org>\r\nRCPT TO:<alice@example.edu>\r\n" + b"BOGUS\r\n" * 5)
+    assert [c.reply()[0] for _ in range(6)] == [250, 250, 500, 500, 500, 421]
+    assert c.closed()
 
 
 def test_ehlo_advertises_the_extensions(spamgate: SpamgateFactory) -> None:
