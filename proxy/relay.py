@@ -56,6 +56,11 @@ def _translate(exc: BaseException) -> BackendError:
     return BackendError(BACKEND_UNAVAILABLE, kind, str(exc))
 
 
+class _Reconnected(Exception):
+    """The first exchange on a pooled connection found it closed: a fresh one replaced it, and the
+    caller builds its commands again for that one (it may offer other extensions)."""
+
+
 class _Timed:
     def __init__(self, stage: str) -> None:
         self.stage = stage
@@ -103,7 +108,7 @@ class SmtpTransaction:
                 raise _translate(exc) from exc
             self._conn, self._xforward, self._identity = await self._backend.fresh(self._client)
             self._done = False
-            return await self._exchange(stage, data, replies)
+            raise _Reconnected from exc
         self._in_flight = False
         return got
 
@@ -120,7 +125,7 @@ class SmtpTransaction:
             self._drop()
             raise _translate(exc) from exc
 
-    async def mail(self, sender: str, options: list[str]) -> BackendReply:
+    async def _forward_client(self) -> None:
         if self._xforward:
             c = self._client
             attrs = [
@@ -131,7 +136,16 @@ class SmtpTransaction:
             ]
             [forwarded] = await self._exchange("xforward", self._line(b"XFORWARD", " ".join(attrs).encode()))
             self._counted("xforward", forwarded)
+
+    async def mail(self, sender: str, options: list[str]) -> BackendReply:
         line = self._line(b"MAIL", f"FROM:<{sender}>".encode(), *(o.encode() for o in options))
+        try:
+            return await self._mail(line)
+        except _Reconnected:
+            return await self._mail(line)
+
+    async def _mail(self, line: bytes) -> BackendReply:
+        await self._forward_client()
         if self._conn.supports("pipelining"):
             self._pending_mail = line
             return _MAIL_DEFERRED
@@ -140,16 +154,31 @@ class SmtpTransaction:
 
     async def rcpt(self, rcpt: str, options: list[str]) -> BackendReply:
         line = self._line(b"RCPT", f"TO:<{rcpt}>".encode(), *(o.encode() for o in options))
-        if self._pending_mail is None:
+        try:
+            return await self._rcpt(line)
+        except _Reconnected:
+            # MAIL never reached the closed connection, nor did XFORWARD (it would have been the first).
+            await self._forward_client()
+            return await self._rcpt(line)
+
+    async def _rcpt(self, line: bytes) -> BackendReply:
+        pending = self._pending_mail
+        if pending is None:
             [reply] = await self._exchange("rcpt", line)
             return self._counted("rcpt", reply)
-        mail, reply = await self._exchange("rcpt", self._pending_mail + line, 2)
-        if not 200 <= mail.code < 300:
+        pipelined = self._conn.supports("pipelining")  # not so on a fresh connection to a balancer's other MTA
+        if pipelined:
+            mail, reply = await self._exchange("rcpt", pending + line, 2)
+        else:
+            [mail] = await self._exchange("mail", pending)
+        answer = self._counted("mail", mail)
+        if not answer.ok:
             # The sender refused: the RCPT behind it was refused for want of a MAIL ("503 need MAIL"),
             # so the client hears why; MAIL goes out again with its next RCPT.
-            return self._counted("mail", mail)
-        self._counted("mail", mail)
+            return answer
         self._pending_mail = None
+        if not pipelined:
+            [reply] = await self._exchange("rcpt", line)
         return self._counted("rcpt", reply)
 
     async def data(self, message: bytes) -> BackendReply:

@@ -63,6 +63,7 @@ class FakeMTA:
         self.drop_on: str | None = None  # close the connection at this verb, once, without a reply
         self.lines: list[bytes] = []
         self.data: list[bytes] = []
+        self.improper_pipelining = 0  # a command that came with more behind it while PIPELINING was not offered
         self.connections = 0
         self.port = 0
         self.server: asyncio.Server | None = None
@@ -88,10 +89,13 @@ class FakeMTA:
         self.writers.append(writer)
         writer.write(b"220 fake ESMTP\r\n")
         mail_ok = False
+        offered = False  # PIPELINING, in this connection's last EHLO reply
         try:
             while line := await reader.readline():
                 self.lines.append(line)
                 verb = line.split()[0].upper().decode() if line.strip() else ""
+                if not offered and reader._buffer:  # Postfix: "improper command pipelining"
+                    self.improper_pipelining += 1
                 if verb == self.hang_on:
                     await asyncio.sleep(3600)
                 if verb == self.drop_on:
@@ -101,6 +105,7 @@ class FakeMTA:
                     await asyncio.sleep(0.5)
                 if verb == "EHLO":
                     ext = [b"PIPELINING", b"8BITMIME"] if self.pipelining else [b"8BITMIME"]
+                    offered = self.pipelining
                     if self.xclient:
                         ext.append(b"XCLIENT ADDR NAME HELO PROTO PORT LOGIN")
                     if self.xforward:
@@ -420,6 +425,22 @@ async def test_a_reused_connection_dead_at_the_first_command_is_replaced(mta: Fa
     assert mta.connections == 2
     assert mta.verbs() == ["EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA", "MAIL",
                            "EHLO", "XCLIENT", "EHLO", "MAIL", "RCPT", "DATA"]
+    assert len(mta.data) == 2
+    await be.close()
+
+
+async def test_the_fresh_connection_is_spoken_to_as_it_offers(mta: FakeMTA) -> None:
+    """Behind a balancer the replacement may reach another MTA: one without PIPELINING and XCLIENT,
+    offering XFORWARD. MAIL and RCPT then go one at a time, after XFORWARD, not as built for the first."""
+    be = _backend(mta.port)
+    assert (await _deliver(be, CLIENT)).ok
+    mta.drop_on = "MAIL"
+    mta.pipelining, mta.xclient, mta.xforward = False, False, True
+    before = len(mta.lines)
+    assert (await _deliver(be, CLIENT)).ok
+    assert mta.connections == 2
+    assert mta.verbs()[before:] == ["MAIL", "EHLO", "XFORWARD", "MAIL", "RCPT", "DATA"]
+    assert mta.improper_pipelining == 0
     assert len(mta.data) == 2
     await be.close()
 
