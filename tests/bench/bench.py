@@ -14,6 +14,8 @@ spampd are marked n/a when those are missing. Paths (keys for --only):
   naive             -> naive aiosmtpd/aiosmtplib forwarder -> sink
   haraka            -> Haraka (smtp_forward) -> sink
   production        -> spamgate -> sink: INFO logs, metrics on, reverse DNS on (local NSD)
+  pipelined         the production spamgate with a pipelining client (MAIL, RCPT, DATA in one write, as
+                    Postfix sends them); a Python client, so compare it between builds (A/B)
   no-rdns           -> spamgate, production config with reverse_lookup = false (what the lookup costs)
   cheap             -> spamgate with local_sender + headers + rbl (local NSD) -> sink
   workers           -> spamgate with [server] workers = 2 (a supervisor and two worker processes)

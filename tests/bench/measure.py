@@ -14,7 +14,7 @@ from tests.bench.load import CorpusItem
 from tests.bench.peers import Daemons, Started
 from tests.bench.report import Row
 
-__all__ = ["Load", "idle_memory", "measure_smtp", "reject_rate"]
+__all__ = ["Load", "idle_memory", "measure_smtp", "pipelined_cpu", "reject_rate"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,27 @@ def measure_smtp(row: Row, target: Started, ld: Load, daemons: Daemons, sink: St
     except Exception as exc:  # one broken path must not hide the others
         row.na = "failed"
         row.note += f" {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc) else ''}"
+    return row
+
+
+def pipelined_cpu(row: Row, target: Started, ld: Load) -> Row:
+    """Throughput and CPU per message with a pipelining client (run_pipelined). A Python client
+    loads spamgate less than smtp-source does, and a less busy event loop spends more per message:
+    compare this row between builds (A/B), not with the smtp-source rows."""
+    try:
+        load.run_pipelined(target.port, ld.probe, ld.warmup, ld.sessions)
+        rates, cpus = [], []
+        for _ in range(ld.runs):
+            c0 = procstat.cpu_seconds(target.pid)
+            t = load.run_pipelined(target.port, ld.probe, ld.messages, ld.sessions)
+            cpus.append(1000 * (procstat.cpu_seconds(target.pid) - c0) / ld.messages)
+            rates.append(ld.messages / t)
+        row.rates, row.rate, row.cpu_ms = rates, statistics.median(rates), statistics.median(cpus)
+        row.note += " a Python client: compare between builds, not with the smtp-source rows;"
+        row.rss_mb = procstat.peak_rss_kb(target.pid) / 1024
+    except Exception as exc:
+        row.na = "failed"
+        row.note += f" {type(exc).__name__}: {str(exc)[:160]}"
     return row
 
 

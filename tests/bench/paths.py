@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.bench import load, procstat, scenario
-from tests.bench.measure import Load, idle_memory, latency, measure_smtp, reject_rate
+from tests.bench.measure import Load, idle_memory, latency, measure_smtp, pipelined_cpu, reject_rate
 from tests.bench.peers import Daemons, Started, free_port, haraka_bin
 from tests.bench.report import Row, Target
 from tests.bench.spamd_load import spamd_burst, spamd_paced
@@ -23,8 +23,8 @@ from tests.bench.spamd_load import spamd_burst, spamd_paced
 __all__ = ["PATHS", "run_paths"]
 
 # every path, in the table's order (the keys of bench.py --only)
-PATHS = ["sink", "naive", "haraka", "production", "no-rdns", "cheap", "workers", "postfix", "spamgate-postfix",
-         "spampd", "spamassassin", "spamd", "reject", "idle"]  # fmt: skip
+PATHS = ["sink", "naive", "haraka", "production", "pipelined", "no-rdns", "cheap", "workers", "postfix",
+         "spamgate-postfix", "spampd", "spamassassin", "spamd", "reject", "idle"]  # fmt: skip
 
 
 def _ratio(a: Row | None, b: Row | None) -> float:
@@ -63,8 +63,8 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
     stack = contextlib.ExitStack()
     try:
         sink = d.sink()
-        needs_dns = paths & {"production", "no-rdns", "cheap", "workers", "spamgate-postfix", "spamassassin",
-                             "reject", "idle"}
+        needs_dns = paths & {"production", "pipelined", "no-rdns", "cheap", "workers", "spamgate-postfix",
+                             "spamassassin", "reject", "idle"}
         dns_port = 0
         if needs_dns:
             from tests.integration.services.dns import start_dns
@@ -90,8 +90,9 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
                 row.na, row.note = "n/a", "Haraka not installed (npm)"
                 rows["haraka"] = row
         prod: Started | None = None
-        if "production" in paths:
+        if paths & {"production", "pipelined"}:
             prod = d.spamgate("production", config("production", sink.port))
+        if "production" in paths and prod:
             rows["production"] = measure_smtp(Row("production", "→ spamgate, production config → sink"), prod,
                                               ld, d, sink)  # fmt: skip
             if "sink" in paths and not rows["production"].na:
@@ -102,6 +103,9 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
                 rows["production"].p99_added = rows["production"].p99 - probe.p99
             if args.profile:
                 profile(args.profile, prod, ld)
+        if "pipelined" in paths and prod:
+            label = "→ spamgate, production config, pipelining client (MAIL+RCPT+DATA in one write) → sink"
+            rows["pipelined"] = pipelined_cpu(Row("pipelined", label), prod, ld)
         if "no-rdns" in paths:
             text = config("production", sink.port).replace("[dns]\n", "[dns]\nreverse_lookup = false\n")
             rows["no-rdns"] = measure_smtp(Row("no-rdns", "→ spamgate, production but reverse_lookup = false → sink"),

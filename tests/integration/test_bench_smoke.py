@@ -65,6 +65,20 @@ def test_quick_benchmark_writes_a_table_with_real_figures(tmp_path: Path) -> Non
     assert "ham 250" in rows["production"][7] and "spoofed 250" in rows["production"][7], rows["production"]
 
 
+def test_the_pipelining_client_path_measures_spamgate(tmp_path: Path) -> None:
+    """`--only pipelined`: the production spamgate under a client that sends MAIL, RCPT and DATA at once."""
+    md = tmp_path / "table.md"
+    res = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--only", "pipelined", "--markdown", str(md)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    [row] = [ln for ln in md.read_text().splitlines() if ln.startswith("| → spamgate, production config, pipelining")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert _number(cells[1]) > 0 and _number(cells[2]) > 0, cells
+    assert "failed" not in row, row
+
+
 def test_the_namespace_gives_postfix_a_datagram_queue_it_cannot_wedge_on(tmp_path: Path) -> None:
     """A fresh network namespace starts with net.unix.max_dgram_qlen = 10, on which a loaded Postfix
     (logging through postlogd) wedged mid-benchmark; the benchmark's namespace raises it."""
