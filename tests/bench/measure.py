@@ -7,14 +7,14 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests.bench import load, procstat
 from tests.bench.load import CorpusItem
 from tests.bench.peers import Daemons, Started
 from tests.bench.report import Row
 
-__all__ = ["Load", "idle_memory", "measure_smtp", "pipelined_cpu", "reject_rate"]
+__all__ = ["Load", "Measured", "idle_memory", "interleaved", "measure_smtp", "pipelined_cpu", "reject_rate"]
 
 
 @dataclass(frozen=True)
@@ -37,40 +37,88 @@ def _cpu_ms(pid: int, fn: Callable[[], object], n: int) -> float:
     return 1000 * (procstat.cpu_seconds(pid) - c0) / max(n, 1)
 
 
-def measure_smtp(row: Row, target: Started, ld: Load, daemons: Daemons, sink: Started | None,
-                 extra_cpu_pid: int | None = None) -> Row:  # fmt: skip
-    """smtp-source bursts, then the paced latency client, then the mixed corpus.
+@dataclass
+class Measured:
+    """One smtp-source path under measurement: its row, its process and where it delivers."""
 
-    ``sink``: count deliveries there (a synchronous relay must deliver all N before its
-    250s). ``extra_cpu_pid``: a helper whose CPU per 1,000 mixed messages is noted (spamd).
-    """
+    row: Row
+    target: Started
+    sink: Started | None = None  # count deliveries there (a synchronous relay must deliver all N before its 250s)
+    extra_cpu_pid: int | None = None  # a helper whose CPU per 1,000 mixed messages is noted (spamd)
+    cpus: list[float] = field(default_factory=list)
+    lost: int = 0
+
+
+def _failed(row: Row, exc: Exception) -> None:  # one broken path must not hide the others
+    row.na = "failed"
+    row.note += f" {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc) else ''}"
+
+
+def warm(m: Measured, ld: Load) -> None:
     try:
-        load.run_source(target.port, ld.warmup, ld.sessions, ld.size)
-        rates, cpus, lost = [], [], 0
-        for _ in range(ld.runs):
-            before = daemons.sink_count(sink) if sink else 0
-            c0 = procstat.cpu_seconds(target.pid)
-            t = load.run_source(target.port, ld.messages, ld.sessions, ld.size)
-            cpus.append(1000 * (procstat.cpu_seconds(target.pid) - c0) / ld.messages)
-            rates.append(ld.messages / t)
-            if sink:
-                time.sleep(0.3)
-                lost += max(0, ld.messages - (daemons.sink_count(sink) - before))
-        row.rates, row.rate, row.cpu_ms = rates, statistics.median(rates), statistics.median(cpus)
-        if lost:
-            row.note += f" sink missed {lost} of {ld.runs * ld.messages};"
-        latency(row, target, ld, row.rate / 2)
-        extra0 = procstat.cpu_seconds(extra_cpu_pid) if extra_cpu_pid else 0.0
-        mixed = load.mixed_corpus(target.port, list(ld.corpus), ld.mixed_n, ld.sessions)
+        load.run_source(m.target.port, ld.warmup, ld.sessions, ld.size)
+    except Exception as exc:
+        _failed(m.row, exc)
+
+
+def burst(m: Measured, ld: Load, daemons: Daemons) -> None:
+    """One smtp-source run of N messages: its rate and the CPU per message."""
+    if m.row.na:
+        return
+    try:
+        before = daemons.sink_count(m.sink) if m.sink else 0
+        c0 = procstat.cpu_seconds(m.target.pid)
+        t = load.run_source(m.target.port, ld.messages, ld.sessions, ld.size)
+        m.cpus.append(1000 * (procstat.cpu_seconds(m.target.pid) - c0) / ld.messages)
+        m.row.rates.append(ld.messages / t)
+        if m.sink:
+            time.sleep(0.3)
+            m.lost += max(0, ld.messages - (daemons.sink_count(m.sink) - before))
+    except Exception as exc:
+        _failed(m.row, exc)
+
+
+def settle(m: Measured, ld: Load) -> Row:
+    """The medians of the runs, then the paced latency client, the mixed corpus and peak RSS."""
+    row = m.row
+    if row.na:
+        return row
+    try:
+        row.rate, row.cpu_ms = statistics.median(row.rates), statistics.median(m.cpus)
+        if m.lost:
+            row.note += f" sink missed {m.lost} of {len(row.rates) * ld.messages};"
+        latency(row, m.target, ld, row.rate / 2)
+        extra0 = procstat.cpu_seconds(m.extra_cpu_pid) if m.extra_cpu_pid else 0.0
+        mixed = load.mixed_corpus(m.target.port, list(ld.corpus), ld.mixed_n, ld.sessions)
         row.mixed_rate = ld.mixed_n / mixed.elapsed
         row.note += f" mixed: {_outcomes(mixed)};"
-        if extra_cpu_pid:
-            spent = procstat.cpu_seconds(extra_cpu_pid) - extra0
+        if m.extra_cpu_pid:
+            spent = procstat.cpu_seconds(m.extra_cpu_pid) - extra0
             row.note += f" spamd CPU {1000 * spent / ld.mixed_n:.1f} s per 1,000 mixed msgs;"
-        row.rss_mb = procstat.peak_rss_kb(target.pid) / 1024
-    except Exception as exc:  # one broken path must not hide the others
-        row.na = "failed"
-        row.note += f" {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc) else ''}"
+        row.rss_mb = procstat.peak_rss_kb(m.target.pid) / 1024
+    except Exception as exc:
+        _failed(row, exc)
+    return row
+
+
+def interleaved(paths: list[Measured], ld: Load, daemons: Daemons) -> None:
+    """Every path's runs taken in turns, not one path after the other: a slow spell of the machine
+    (or the first-measured path's handicap) then falls on every path alike, not on one row. The
+    order alternates between rounds."""
+    for m in paths:
+        warm(m, ld)
+    for i in range(ld.runs):
+        for m in paths if i % 2 == 0 else reversed(paths):
+            burst(m, ld, daemons)
+    for m in paths:
+        settle(m, ld)
+
+
+def measure_smtp(row: Row, target: Started, ld: Load, daemons: Daemons, sink: Started | None,
+                 extra_cpu_pid: int | None = None) -> Row:  # fmt: skip
+    """One path alone: smtp-source bursts, then the paced latency client, then the mixed corpus."""
+    m = Measured(row, target, sink, extra_cpu_pid)
+    interleaved([m], ld, daemons)
     return row
 
 

@@ -1,4 +1,4 @@
-"""The paths of issue 15, started and measured one after the other, and the ratios between them."""
+"""The paths of issue 15, started and measured (those delivering to the sink in turns), and the ratios between them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.bench import load, procstat, scenario
-from tests.bench.measure import Load, idle_memory, latency, measure_smtp, pipelined_cpu, reject_rate
+from tests.bench.measure import (
+    Load,
+    Measured,
+    idle_memory,
+    interleaved,
+    latency,
+    measure_smtp,
+    pipelined_cpu,
+    reject_rate,
+)
 from tests.bench.peers import Daemons, Started, free_port, haraka_bin
 from tests.bench.report import Row, Target
 from tests.bench.spamd_load import spamd_burst, spamd_paced
@@ -77,24 +86,50 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
             return scenario.spamgate_config(kind, work=work, port=free_port(), backend=backend, dns_port=dns_port,
                                             metrics_port=free_port(), **kw)  # fmt: skip
 
+        # The paths that deliver to the sink run side by side and are measured in turns (interleaved).
+        group: list[Measured] = []
+
+        def add(key: str, label: str, target: Started, to: Started | None = sink) -> None:
+            group.append(Measured(Row(key, label), target, to))
+            rows[key] = group[-1].row
+
         if "sink" in paths:
-            rows["sink"] = measure_smtp(Row("sink", "smtp-source → smtp-sink (the machine's limit)"), sink, ld, d, None)
+            add("sink", "smtp-source → smtp-sink (the machine's limit)", sink, None)
         if "naive" in paths:
-            rows["naive"] = measure_smtp(Row("naive", "→ naive aiosmtpd/aiosmtplib forwarder → sink"),
-                                         d.naive(sink.port), ld, d, sink)  # fmt: skip
+            add("naive", "→ naive aiosmtpd/aiosmtplib forwarder → sink", d.naive(sink.port))
         if "haraka" in paths:
-            row = Row("haraka", "→ Haraka 3.3.4 (smtp_forward) → sink")
             if haraka_bin().exists() and shutil.which("node"):
-                rows["haraka"] = measure_smtp(row, d.haraka(sink.port), ld, d, sink)
+                add("haraka", "→ Haraka 3.3.4 (smtp_forward) → sink", d.haraka(sink.port))
             else:
-                row.na, row.note = "n/a", "Haraka not installed (npm)"
-                rows["haraka"] = row
+                rows["haraka"] = Row("haraka", "→ Haraka 3.3.4 (smtp_forward) → sink", na="n/a",
+                                     note="Haraka not installed (npm)")  # fmt: skip
         prod: Started | None = None
         if paths & {"production", "pipelined"}:
             prod = d.spamgate("production", config("production", sink.port))
         if "production" in paths and prod:
-            rows["production"] = measure_smtp(Row("production", "→ spamgate, production config → sink"), prod,
-                                              ld, d, sink)  # fmt: skip
+            add("production", "→ spamgate, production config → sink", prod)
+        if "no-rdns" in paths:
+            text = config("production", sink.port).replace("[dns]\n", "[dns]\nreverse_lookup = false\n")
+            add("no-rdns", "→ spamgate, production but reverse_lookup = false → sink", d.spamgate("no-rdns", text))
+        cheap: Started | None = None
+        if paths & {"cheap", "reject"}:
+            cheap = d.spamgate("cheap", config("cheap", sink.port))
+        if "cheap" in paths and cheap:
+            add("cheap", "→ spamgate, cheap filter set (auth policy, headers, RBL) → sink", cheap)
+        workers: Started | None = None
+        if "workers" in paths:
+            label = f"→ spamgate, production + workers = {scenario.WORKERS} → sink"
+            text = config("workers", sink.port)
+            (work / "workers-check.toml").write_text(text)
+            why = _workers_supported(work / "workers-check.toml")
+            if why:
+                rows["workers"] = Row("workers", label, na="n/a (not implemented)", note=f"check-config: {why[:120]}")
+            else:
+                workers = d.spamgate("workers", text)
+                add("workers", label, workers)
+        interleaved(group, ld, d)
+
+        if "production" in paths and prod:
             if "sink" in paths and not rows["production"].na:
                 probe = Row("sink@", "")
                 latency(probe, sink, ld, rows["production"].lat_rate)
@@ -106,29 +141,8 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
         if "pipelined" in paths and prod:
             label = "→ spamgate, production config, pipelining client (MAIL+RCPT+DATA in one write) → sink"
             rows["pipelined"] = pipelined_cpu(Row("pipelined", label), prod, ld)
-        if "no-rdns" in paths:
-            text = config("production", sink.port).replace("[dns]\n", "[dns]\nreverse_lookup = false\n")
-            rows["no-rdns"] = measure_smtp(Row("no-rdns", "→ spamgate, production but reverse_lookup = false → sink"),
-                                           d.spamgate("no-rdns", text), ld, d, sink)  # fmt: skip
-        cheap: Started | None = None
-        if paths & {"cheap", "reject"}:
-            cheap = d.spamgate("cheap", config("cheap", sink.port))
-        if "cheap" in paths and cheap:
-            label = "→ spamgate, cheap filter set (auth policy, headers, RBL) → sink"
-            rows["cheap"] = measure_smtp(Row("cheap", label), cheap, ld, d, sink)
-        if "workers" in paths:
-            row = Row("workers", f"→ spamgate, production + workers = {scenario.WORKERS} → sink")
-            text = config("workers", sink.port)
-            (work / "workers-check.toml").write_text(text)
-            why = _workers_supported(work / "workers-check.toml")
-            if why:
-                row.na, row.note = "n/a (not implemented)", f"check-config: {why[:120]}"
-                rows["workers"] = row
-            else:
-                workers = d.spamgate("workers", text)
-                rows["workers"] = measure_smtp(row, workers, ld, d, sink)
-                if args.profile:
-                    profile(args.profile, workers, ld, "workers")
+        if workers is not None and args.profile:
+            profile(args.profile, workers, ld, "workers")
         if paths & {"postfix", "spamgate-postfix"}:
             postfix_paths(paths, rows, d, stack, sink, ld, config)
         if paths & {"spampd", "spamassassin", "spamd"}:
