@@ -79,6 +79,20 @@ def test_the_pipelining_client_path_measures_spamgate(tmp_path: Path) -> None:
     assert "failed" not in row, row
 
 
+def test_the_ab_script_compares_two_checkouts() -> None:
+    """`ab.py A B`: both sides measured, in a pair, with a summary (this checkout against itself)."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "bench" / "ab.py"), str(REPO), str(REPO), "--pairs", "1",
+         "--messages", "100", "--client", "pipelined"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("   1  ")]
+    assert sorted(r[1] for r in rows) == ["base", "new"], res.stdout
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows), res.stdout
+    assert "mean CPU ms/msg: base" in res.stdout
+
+
 def test_the_namespace_gives_postfix_a_datagram_queue_it_cannot_wedge_on(tmp_path: Path) -> None:
     """A fresh network namespace starts with net.unix.max_dgram_qlen = 10, on which a loaded Postfix
     (logging through postlogd) wedged mid-benchmark; the benchmark's namespace raises it."""
