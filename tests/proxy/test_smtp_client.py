@@ -55,6 +55,19 @@ async def _connect(server: Scripted, reply_timeout: float = 2) -> Connection:
 EHLO = b"250-mta.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-XCLIENT NAME ADDR\r\n250 CHUNKING\r\n"
 
 
+def _answering(*replies: bytes) -> Script:
+    """A server that greets, answers each command line with the next of ``replies``, then waits."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mta.test ESMTP\r\n")
+        for reply in replies:
+            await reader.readline()
+            writer.write(reply)
+        await reader.read()
+
+    return script
+
+
 async def _greet_and_ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(b"220 mta.test ESMTP\r\n")
     assert (await reader.readline()).startswith(b"EHLO ")
@@ -170,13 +183,7 @@ async def test_the_timeout_counts_per_reply_not_per_connection() -> None:
 async def test_the_timeout_still_fires_after_an_idle_spell() -> None:
     """The timer armed by the last wait lapses while nobody waits; the next wait is timed from its own start."""
 
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 mta.test ESMTP\r\n")
-        await reader.readline()
-        writer.write(b"250 ok\r\n")
-        await reader.read()
-
-    async with Scripted(script) as server:
+    async with Scripted(_answering(b"250 ok\r\n")) as server:
         conn = await _connect(server, reply_timeout=0.2)
         assert (await conn.command(b"NOOP")).code == 250
         await asyncio.sleep(0.3)  # longer than the timeout: an idle connection does not time out
@@ -187,6 +194,8 @@ async def test_the_timeout_still_fires_after_an_idle_spell() -> None:
             await conn.command(b"NOOP")
         assert 0.15 < loop.time() - start < 1.5
         assert not conn.is_connected
+
+
 async def test_backend_closing_mid_reply() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 mta.test ESMTP\r\n")
@@ -203,13 +212,7 @@ async def test_backend_closing_mid_reply() -> None:
 @pytest.mark.parametrize("garbage", [b"hello there\r\n", b"25\r\n", b"250x\r\n", b"250-" + b"x" * 9000 + b"\r\n",
                                      b"250 " + b"y" * 9000])
 async def test_garbage_is_a_protocol_error(garbage: bytes) -> None:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 mta.test ESMTP\r\n")
-        await reader.readline()
-        writer.write(garbage)
-        await reader.read()
-
-    async with Scripted(script) as server:
+    async with Scripted(_answering(garbage)) as server:
         conn = await _connect(server)
         with pytest.raises(BackendProtocolError):
             await conn.command(b"NOOP")
@@ -217,13 +220,7 @@ async def test_garbage_is_a_protocol_error(garbage: bytes) -> None:
 
 
 async def test_421_is_returned_and_the_connection_closed() -> None:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 mta.test ESMTP\r\n")
-        await reader.readline()
-        writer.write(b"421 4.3.2 shutting down\r\n")
-        await reader.read()
-
-    async with Scripted(script) as server:
+    async with Scripted(_answering(b"421 4.3.2 shutting down\r\n")) as server:
         conn = await _connect(server)
         assert await conn.command(b"MAIL FROM:<>") == SmtpReply(421, "4.3.2 shutting down")
         assert not conn.is_connected
