@@ -48,6 +48,8 @@ def _line_waiting(reader: asyncio.StreamReader) -> bool:
     """A whole line is buffered already: the session loop will read it without waiting for the client.
     (StreamReader keeps its buffer private; without one, nothing is ever held.)"""
     return b"\n" in getattr(reader, "_buffer", b"")
+
+
 # The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
