@@ -166,3 +166,30 @@ def test_spamd_down_is_a_few_log_lines_not_one_per_message(
         time.sleep(0.2)
     mids = [m.split(b"Message-ID: <", 1)[1].split(b">", 1)[0] for m in got]
     assert len(mids) == 51 and len(set(mids)) == 51
+
+
+def test_a_pipelining_client_gets_its_group_answered_in_one_write(minimal: MinimalFactory) -> None:
+    """Postfix, Exim and most MTAs send MAIL, RCPT and DATA together (RFC 2920): with the minimal
+    config their three replies come back in one write, and the message is delivered."""
+    sg = minimal()
+    with socket.create_connection(("127.0.0.1", sg.port), timeout=10) as s:
+        buf = b""
+
+        def until(final: bytes) -> bytes:
+            nonlocal buf
+            while final not in buf:
+                chunk = s.recv(65536)
+                assert chunk, buf
+                buf += chunk
+            got, buf = buf, b""
+            return got
+
+        assert until(b"\r\n").startswith(b"220 ")
+        s.sendall(b"EHLO client.test\r\n")
+        until(b"\r\n250 ")
+        s.sendall(b"MAIL FROM:<p@elsewhere.example>\r\nRCPT TO:<alice@example.edu>\r\nDATA\r\n")
+        burst = s.recv(65536)
+        assert [line[:3] for line in burst.split(b"\r\n") if line] == [b"250", b"250", b"354"], burst
+        s.sendall(b"Subject: pipelined\r\n\r\nhello\r\n.\r\n")
+        assert until(b"\r\n").startswith(b"250 "), buf
+        s.sendall(b"QUIT\r\n")
