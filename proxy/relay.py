@@ -35,7 +35,6 @@ from spamgate.proxy.smtp_client import (
     command_line,
     open_connection,
 )
-from spamgate.proxy.xclient import xclient_addr, xtext
 
 __all__ = ["SmtpBackend"]
 
@@ -127,14 +126,7 @@ class SmtpTransaction:
 
     async def _forward_client(self) -> None:
         if self._xforward:
-            c = self._client
-            attrs = [
-                f"NAME={xtext(c.xclient_name)}",
-                f"ADDR={xtext(xclient_addr(c.addr))}",
-                f"PROTO={c.proto}",
-                f"HELO={xtext(c.helo or '[UNAVAILABLE]')}",
-            ]
-            [forwarded] = await self._exchange("xforward", self._line(b"XFORWARD", " ".join(attrs).encode()))
+            [forwarded] = await self._exchange("xforward", self._line(b"XFORWARD", xclient.xforward_args(self._client)))
             self._counted("xforward", forwarded)
 
     async def mail(self, sender: str, options: list[str]) -> BackendReply:

@@ -6,7 +6,7 @@ import functools
 
 from spamgate.proxy.backend import ClientFacts
 
-__all__ = ["identity", "xclient_addr", "xtext"]
+__all__ = ["identity", "xclient_addr", "xforward_args", "xtext"]
 
 _XTEXT_SAFE = {c for c in range(33, 127) if c not in (ord("+"), ord("="))}
 
@@ -19,6 +19,12 @@ def xtext(value: str) -> str:
 
 def xclient_addr(addr: str) -> str:
     return f"IPv6:{addr}" if ":" in addr else addr
+
+
+def xforward_args(client: ClientFacts) -> bytes:
+    """XFORWARD's arguments, for a backend that offers XFORWARD but not XCLIENT."""
+    return (f"NAME={xtext(client.xclient_name)} ADDR={xtext(xclient_addr(client.addr))} PROTO={client.proto} "
+            f"HELO={xtext(client.helo or '[UNAVAILABLE]')}").encode()
 
 
 def identity(client: ClientFacts, offered: frozenset[str]) -> tuple[bytes, str | None, bytes]:
