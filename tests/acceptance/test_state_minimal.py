@@ -36,7 +36,7 @@ def _first_session(port: int) -> socket.socket:
         time.sleep(0.05)
 
 
-def test_per_ip_sessions_counted_in_the_store_across_a_reload(minimal: MinimalFactory) -> None:
+def test_per_ip_sessions_are_counted_across_a_reload(minimal: MinimalFactory) -> None:
     sg = minimal('[state]\nbackend = "memory"\n\n[limits]\nmax_sessions_per_ip = 1\nexempt_networks = []\n')
     first = _first_session(sg.port)
     second, refused = _greeting(sg.port)

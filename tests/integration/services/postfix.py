@@ -132,6 +132,12 @@ biff = no
 
     def start(self) -> None:
         self._write_config()
+        # postlogd (root) creates the log root-owned; postsuper, run by `postfix start` after a stop
+        # under load, logs a stray queue file's warning as the mail owner and dies on a log it can't open.
+        log = self.dir / "maillog"
+        log.touch()
+        owner = pwd.getpwnam("postfix")
+        os.chown(log, owner.pw_uid, owner.pw_gid)
         subprocess.run(["postfix", "-c", str(self.etc), "check"], check=False, capture_output=True)
         r = subprocess.run(["postfix", "-c", str(self.etc), "start"], capture_output=True, text=True)
         if r.returncode != 0:
