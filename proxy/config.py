@@ -45,6 +45,16 @@ class Server(_Model):
     shutdown_grace: float = Field(default=30.0, ge=0)
     # Processes sharing the listeners (SO_REUSEPORT) under a supervisor: proxy/workers.py.
     workers: int = Field(default=1, ge=1, le=256)
+    # Seconds a worker may send no heartbeat (its event loop stuck) before the supervisor kills and
+    # restarts it; 0 turns the watchdog off. Only with workers > 1.
+    worker_watchdog: float = Field(default=30.0, ge=0)
+
+    @field_validator("worker_watchdog")
+    @classmethod
+    def _watchdog(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("0 (off) or at least 1 second: a shorter one would kill workers busy for a moment")
+        return value
 
 
 class Listener(_Model):

@@ -196,7 +196,8 @@ class Server:
         log.info("spamgate ready filters=%s backend=%s", ",".join(s.name for s in self.runtime.pipeline.slots)
                  or "none", self.cfg.backend.url or f"{self.cfg.backend.host}:{self.cfg.backend.port}")
         if self.seat is not None:
-            self.seat.ready()
+            watchdog = self.cfg.server.worker_watchdog
+            self.seat.ready(heartbeat=min(1.0, watchdog / 4) if watchdog > 0 else 0.0)
 
     async def _dns_ready(self) -> bool:
         return await probe(self.cfg.dns.resolved()) is None
@@ -231,6 +232,9 @@ class Server:
                 raise ConfigError(f"{self.config_path}: listen: changing listeners needs a restart")
             if cfg.server.workers != self.cfg.server.workers:
                 raise ConfigError(f"{self.config_path}: server.workers: changing [server] workers needs a restart")
+            if cfg.server.workers > 1 and cfg.server.worker_watchdog != self.cfg.server.worker_watchdog:
+                raise ConfigError(f"{self.config_path}: server.worker_watchdog: changing it needs a restart "
+                                  "(the supervisor keeps the value it started with)")
             if cfg.state != self.cfg.state:
                 raise ConfigError(f"{self.config_path}: state: changing [state] needs a restart")
             same_backend = cfg.backend == self.cfg.backend

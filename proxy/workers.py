@@ -11,7 +11,9 @@ Worker 0 alone serves HTTP ([metrics] and the console); its /metrics sums every 
 files in the supervisor's private multiprocess directory. SIGHUP is forwarded (each worker
 reloads), SIGTERM/SIGINT are forwarded (each drains) and the supervisor exits once all are
 gone. A worker that dies is restarted after a backoff; one that cannot start at all on the
-first attempt (a plugin or TLS error, a port in use) stops the supervisor with exit 1.
+first attempt (a plugin or TLS error, a port in use) stops the supervisor with exit 1. A worker
+alive but stuck is worse than a dead one (the kernel keeps giving it connections), so each one
+beats on its ready pipe and the watchdog kills one silent for ``worker_watchdog`` seconds.
 """
 
 from __future__ import annotations
@@ -66,12 +68,33 @@ class Seat:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         return cls.from_args(number, ports, ready_fd)
 
-    def ready(self) -> None:
-        """Tell the supervisor the listeners are up (it reads EOF instead if the worker dies first)."""
-        if self.ready_fd is not None:
-            fd, self.ready_fd = self.ready_fd, None
-            os.write(fd, b"ready\n")
+    def ready(self, heartbeat: float = 0.0) -> None:
+        """Tell the supervisor the listeners are up (it reads EOF instead if the worker dies first).
+
+        With ``heartbeat`` > 0 the pipe stays open and this event loop writes a byte to it every
+        ``heartbeat`` seconds: the supervisor's watchdog hears a worker whose loop is stuck fall silent.
+        """
+        if self.ready_fd is None:
+            return
+        fd, self.ready_fd = self.ready_fd, None
+        os.write(fd, b"ready\n")
+        if heartbeat <= 0:
             os.close(fd)
+            return
+        os.set_blocking(fd, False)  # a supervisor behind on reading must never stall this loop
+        loop = asyncio.get_running_loop()
+
+        def beat() -> None:
+            try:
+                os.write(fd, b".")
+            except BlockingIOError:
+                pass  # the pipe is full of beats the supervisor has yet to read: it hears us anyway
+            except OSError:
+                os.close(fd)  # the supervisor is gone (EPIPE): nobody to tell
+                return
+            loop.call_later(heartbeat, beat)
+
+        loop.call_later(heartbeat, beat)
 
 
 def _addresses(host: str) -> list[tuple[socket.AddressFamily, str, tuple[int, ...]]]:
@@ -113,9 +136,47 @@ def _how(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
 
 
+class _Pulse:
+    """The supervisor's end of a worker's pipe: "ready" once its listeners are up, then its heartbeats."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self._loop = asyncio.get_running_loop()
+        self.up: asyncio.Future[bool] = self._loop.create_future()
+        self.last = self._loop.time()
+        self.alive = False
+        self._loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 4096)
+        except OSError:
+            data = b""
+        self.last = self._loop.time()
+        if not self.up.done():
+            self.alive = data.startswith(b"ready")
+            self.up.set_result(self.alive)
+        if not data:  # EOF: the worker exited, or beats nothing (worker_watchdog = 0)
+            self.close()
+
+    def silent(self) -> float:
+        """Seconds since the worker last wrote; 0 once its pipe is closed (proc.wait() takes over)."""
+        return self._loop.time() - self.last if self._fd is not None else 0.0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        if not self.up.done():
+            self.up.set_result(False)
+
+
 class Supervisor:
     def __init__(self, cfg: Config, config_path: str, log_level: str | None = None) -> None:
         self.count = cfg.server.workers
+        self.watchdog = cfg.server.worker_watchdog
         self.listeners = cfg.listen
         self.config_path = config_path
         self.log_level = log_level
@@ -131,8 +192,8 @@ class Supervisor:
                "--worker", str(number), "--worker-ports", json.dumps(self.ports), "--ready-fd", str(ready_fd)]
         return cmd + (["--log-level", self.log_level] if self.log_level else [])
 
-    async def _spawn(self, number: int) -> bool:
-        """Start worker ``number``; True once its listeners are up, False if it exited before."""
+    async def _spawn(self, number: int) -> _Pulse:
+        """Start worker ``number``; its pulse says whether it came up (False: it exited before)."""
         r, w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -144,25 +205,27 @@ class Supervisor:
         self.procs[number] = proc
         if self.stopping.is_set():
             proc.terminate()
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bytes] = loop.create_future()
+        pulse = _Pulse(r)
+        if not await pulse.up:
+            pulse.close()
+            return pulse
+        self.ready.add(proc.pid)
+        if proc.pid in self.hup_pending:
+            self.hup_pending.discard(proc.pid)
+            proc.send_signal(signal.SIGHUP)  # it may have read the file before the change
+        return pulse
 
-        def readable() -> None:
-            if not answer.done():
-                answer.set_result(os.read(r, 16))
-
-        loop.add_reader(r, readable)
-        try:
-            if not (await answer).startswith(b"ready"):
-                return False
-            self.ready.add(proc.pid)
-            if proc.pid in self.hup_pending:
-                self.hup_pending.discard(proc.pid)
-                proc.send_signal(signal.SIGHUP)  # it may have read the file before the change
-            return True
-        finally:
-            loop.remove_reader(r)
-            os.close(r)
+    async def _watchdog(self, number: int, proc: asyncio.subprocess.Process, pulse: _Pulse) -> None:
+        """Kill a worker that sends no heartbeat for ``worker_watchdog`` seconds (_keep restarts it)."""
+        while proc.returncode is None:
+            await asyncio.sleep(min(1.0, self.watchdog / 4))
+            silent = pulse.silent()
+            if silent > self.watchdog and proc.returncode is None:
+                log.error("worker %d (pid %d) sent no heartbeat for %.1fs (server.worker_watchdog = %g): its "
+                          "event loop is blocked or the process is stopped; killing it", number, proc.pid, silent,
+                          self.watchdog)
+                proc.kill()
+                return
 
     async def _keep(self, number: int, first: asyncio.Future[bool]) -> None:
         """Run worker ``number`` until the supervisor stops, restarting it when it dies."""
@@ -170,11 +233,19 @@ class Supervisor:
         delay = _FIRST_DELAY
         while True:
             began = loop.time()
-            ok = await self._spawn(number)
+            pulse = await self._spawn(number)
             if not first.done():
-                first.set_result(ok)
+                first.set_result(pulse.alive)
             proc = self.procs[number]
-            code = await proc.wait()
+            watch = None
+            if pulse.alive and self.watchdog > 0:
+                watch = asyncio.create_task(self._watchdog(number, proc, pulse))
+            try:
+                code = await proc.wait()
+            finally:
+                pulse.close()
+                if watch is not None:
+                    watch.cancel()
             self.ready.discard(proc.pid)
             self.hup_pending.discard(proc.pid)
             multiprocess.mark_process_dead(proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]

@@ -210,3 +210,36 @@ def test_metric_names_labels_and_types_are_those_of_one_process(spamgate: Spamga
     assert summed == samples
     # A labelled family nobody used yet has no series either way; only the TYPE line differs.
     assert {k for k in multi if k.startswith("#")} <= set(single)
+
+
+def test_a_stopped_worker_is_killed_by_the_watchdog_and_restarted(spamgate: SpamgateFactory) -> None:
+    # SIGSTOP: alive to the kernel and to proc.wait(), silent like an event loop stuck in a blocking call.
+    sg = spamgate(server_toml=WORKERS + "worker_watchdog = 1\n")
+    pids = _started(sg)
+    os.kill(pids[1], signal.SIGSTOP)
+    _wait("restarted", lambda: sg.log().count("worker=1 spamgate ready") == 2)
+    log = sg.log()
+    assert re.search(rf"worker 1 \(pid {pids[1]}\) sent no heartbeat for \d+\.\ds .*killing it", log), log
+    assert re.search(rf"worker 1 \(pid {pids[1]}\) exited with signal SIGKILL; restarting", log)
+    assert "worker 0 " not in log.split("sent no heartbeat", 1)[1], "the working worker was left alone"
+    assert sg.proc is not None
+    now = _children(sg.proc.pid)
+    assert pids[0] in now and pids[1] not in now and len(now) == 2
+    conns = _open_sessions(sg.port, 16)
+    for i, c in enumerate(conns):
+        assert c.sendmail("bob@example.org", ["alice@example.edu"], MESSAGE % b"after-watchdog-%d" % i) == {}
+        c.quit()
+    assert _sessions_by_worker(sg.log().split("exited with signal SIGKILL", 1)[1])["1"], "the new worker 1 serves"
+    assert sg.stop() == 0
+
+
+def test_worker_watchdog_0_leaves_a_silent_worker_alone(spamgate: SpamgateFactory) -> None:
+    sg = spamgate(server_toml=WORKERS + "worker_watchdog = 0\n")
+    pids = _started(sg)
+    os.kill(pids[1], signal.SIGSTOP)
+    time.sleep(2.5)  # the shortest watchdog (1 s) would have struck twice over
+    os.kill(pids[1], signal.SIGCONT)
+    assert sg.proc is not None
+    assert set(pids) == _children(sg.proc.pid)
+    assert "heartbeat" not in sg.log()
+    assert sg.stop() == 0

@@ -5,6 +5,7 @@ The supervisor itself runs real processes: tests/integration/test_workers.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -102,3 +103,50 @@ def test_log_lines_carry_the_worker_number() -> None:
         assert "worker" not in json.loads(JsonFormatter().format(_record()))
     finally:
         SESSION.reset(token)
+
+
+@pytest.mark.parametrize(("value", "words"), [(0.5, "at least 1 second"), (-1, "greater than or equal to 0"),
+                                              ("30", "number")])
+def test_bad_watchdogs_name_the_key(value: object, words: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^t.toml: server.worker_watchdog: .*{words}"):
+        parse_config({**MINIMAL, "server": {"workers": 2, "worker_watchdog": value}}, "t.toml")
+
+
+def test_the_watchdog_defaults_to_30_seconds_and_0_turns_it_off() -> None:
+    assert parse_config(MINIMAL).server.worker_watchdog == 30.0
+    assert parse_config({**MINIMAL, "server": {"worker_watchdog": 0}}).server.worker_watchdog == 0
+
+
+async def test_a_seat_with_a_heartbeat_keeps_beating_until_the_supervisor_is_gone() -> None:
+    r, w = os.pipe()
+    pipe = os.fstat(w).st_ino
+    seat = Seat.from_args(1, "{}", w)
+    seat.ready(heartbeat=0.02)
+    await asyncio.sleep(0.3)
+    said = os.read(r, 4096)
+    assert said.startswith(b"ready\n")
+    assert said.count(b".") >= 5, said  # ~15 expected; the loop may be slow, never silent
+    os.close(r)  # the supervisor is gone: the next beat hits EPIPE and closes the worker's end
+    await asyncio.sleep(0.1)
+    try:
+        assert os.fstat(w).st_ino != pipe  # the number may have been reused, by something else
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize(("workers", "reloads"), [(2, False), (1, True)])
+async def test_a_reload_changing_the_watchdog_is_refused_only_under_a_supervisor(
+    tmp_path: Path, workers: int, reloads: bool
+) -> None:
+    from spamgate.proxy.config import load_config
+    from spamgate.proxy.server import Server
+
+    path = tmp_path / "sg.toml"
+    base = (f'[backend]\nurl = "maildir:{tmp_path}/md"\n[metrics]\nenabled = false\n[dns]\nreverse_lookup = false\n'
+            f'[server]\nstate_dir = "{tmp_path}/state"\nworkers = {workers}\n')
+    path.write_text(base + "worker_watchdog = 10\n")
+    srv = Server(load_config(path), str(path))
+    old = srv.runtime
+    path.write_text(base + "worker_watchdog = 20\n")
+    assert await srv.reload() is reloads  # the supervisor goes on with the value it started with
+    await old.pipeline.close()
