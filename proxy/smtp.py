@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine
 from email.errors import HeaderParseError
 from typing import Any
 
@@ -26,30 +26,20 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 
 from spamgate.filters.sdk.api import Reply
 from spamgate.proxy import metrics, replies
-from spamgate.proxy.backend import BackendReply
 from spamgate.proxy.logs import bind_session
 from spamgate.proxy.peers import AddressSource, in_networks, socket_peer
-from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
 from spamgate.proxy.session import SessionState, has_control_chars
 from spamgate.proxy.smtp_auth import AuthMixin
+from spamgate.proxy.smtp_commands import CommandTable, install
 from spamgate.proxy.smtp_data import DataMixin
+from spamgate.proxy.smtp_hooks import HooksMixin
+from spamgate.proxy.smtp_replies import RepliesMixin
 from spamgate.proxy.transaction import TransactionController
 
 __all__ = ["GateSMTP"]
 
 log = logging.getLogger("spamgate.smtp")
-_PROTOCOL_ERRORS = {"500", "501", "503"}
-# Commands whose replies may wait for the next pipelined command's (RFC 2920's envelope commands).
-_HELD_PHASES = frozenset({"mail", "rcpt"})
-
-
-def _line_waiting(reader: asyncio.StreamReader) -> bool:
-    """A whole line is buffered already: the session loop will read it without waiting for the client.
-    (StreamReader keeps its buffer private; without one, nothing is ever held.)"""
-    return b"\n" in getattr(reader, "_buffer", b"")
-
-
 # The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
@@ -82,15 +72,16 @@ def _template(hostname: str, ident: str, data_size_limit: int, timeout: float,
 
 # misc: AuthMixin's auth_PLAIN/auth_LOGIN take (self, args), the handler form aiosmtpd calls for
 # them, not the (self, server, args) of the builtins they replace.
-class GateSMTP(AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
+class GateSMTP(HooksMixin, RepliesMixin, AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
     """One client connection: aiosmtpd's protocol, whose handler is this class itself.
 
     aiosmtpd calls a handler's hooks as ``handle_<COMMAND>(server, session, envelope, ...)``;
     with the class as handler, the hook it finds is the plain function and ``server`` lands in
-    ``self``: the hooks below are ordinary methods, with no shim object in between. They
-    return what the session decided, typed (``Reply``, ``BackendReply``); ``push`` writes it
-    and adds enhanced status codes to aiosmtpd's own replies only. AUTH mechanisms are
-    found on the handler the same way (``auth_<MECH>(server, args)``). The private aiosmtpd
+    ``self``: the hooks (proxy/smtp_hooks.py) are ordinary methods, with no shim object in
+    between. They return what the session decided, typed (``Reply``, ``BackendReply``);
+    ``push`` (proxy/smtp_replies.py) writes it and adds enhanced status codes to aiosmtpd's
+    own replies only. AUTH mechanisms are found on the handler the same way
+    (``auth_<MECH>(server, args)``). The private aiosmtpd
     names still touched are listed in docs/architecture.md.
     """
 
@@ -119,7 +110,7 @@ class GateSMTP(AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
             self, asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
             client_connected_cb=self._cb_client_connected, loop=self.loop,
         )
-        self._smtp_methods = _Commands(self)
+        self._smtp_methods = CommandTable(self, _VERBS)
         self.runtime = runtime
         self.listener_label = listener
         self.role = lst.role
@@ -329,53 +320,6 @@ class GateSMTP(AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
         if self.transport is not None:
             self.transport.close()
 
-    # -- replies ----------------------------------------------------------------
-
-    async def push(self, status: Any) -> None:
-        if isinstance(status, BackendReply):
-            # The backend's own words, passed through as they are (multi-line kept).
-            status = "\r\n".join(format_multiline(status.code, status.message))
-        else:
-            if isinstance(status, Reply):
-                status = str(status)
-            if isinstance(status, str):
-                # RFC 2034: no enhanced codes on EHLO/HELO success lines (clients parse the keywords).
-                if not (self._phase in ("ehlo", "helo") and status.startswith("250")):
-                    status = enhance(status)
-        if isinstance(status, str):
-            code = status[:3]
-            if code.isdigit():
-                metrics.REPLIES_BY(self._phase, f"{code[0]}xx").inc()
-            if code in _PROTOCOL_ERRORS:
-                self._errors += 1
-                if status.startswith('500 5.5.2 Error: command "'):
-                    log.info("unknown-command=%r", status[26:].split('"', 1)[0][:32])
-            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
-        data = status + b"\r\n"
-        if self._phase in _HELD_PHASES and data[:1] != b"3" and _line_waiting(self._reader):
-            # The client pipelined (RFC 2920): its next command is here already and will be answered
-            # next, so this reply goes out with that one, in one write, as Postfix's smtpd does. Never
-            # an intermediate (3xx) reply: the client waits for it before sending more.
-            self._held += data
-        else:
-            await self._write(data)
-        if self._errors >= self.runtime.cfg.limits.max_errors and self.transport is not None:
-            self._errors = -(10**9)
-            metrics.LIMITS.labels("max_errors").inc()
-            await self._write(str(replies.TOO_MANY_ERRORS).encode() + b"\r\n")
-            self.transport.close()
-
-    async def _write(self, data: bytes) -> None:
-        if self._held:
-            data, self._held = self._held + data, b""
-        self._writer.write(data)
-        await self._writer.drain()
-
-    def take_held(self) -> bytes:
-        """Replies held for a pipelined group, for a caller that writes to the transport itself (shutdown)."""
-        held, self._held = self._held, b""
-        return held
-
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's answer to an exception in a command (its own: ``500 Error: <text>``)."""
         if isinstance(error, TLSSetupException):
@@ -390,137 +334,5 @@ class GateSMTP(AuthMixin, DataMixin, SMTP):  # type: ignore[misc]
         self.envelope = Envelope()
         return str(replies.INTERNAL_ERROR)
 
-    # -- aiosmtpd's handler hooks (its ``server`` argument is ``self``) -------------
 
-    async def handle_HELO(self, session: Any, envelope: Any, hostname: str) -> str | Reply:
-        reply = await self._helo(session, hostname, esmtp=False)
-        return reply if reply is not None else f"250 {self.hostname}"
-
-    async def handle_EHLO(self, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str | Reply]:
-        reply = await self._helo(session, hostname, esmtp=True)
-        return [reply] if reply is not None else self._ehlo_lines(responses)
-
-    async def _helo(self, session: Any, hostname: str, esmtp: bool) -> str | Reply | None:
-        """None: go ahead (the greeting lines are the caller's)."""
-        await self._connected()
-        if has_bad_chars(hostname):
-            return "501 5.5.4 Invalid HELO hostname"
-        reply = await self.ctl.on_helo(hostname, esmtp=esmtp)
-        if reply is not None:
-            return reply
-        session.host_name = hostname
-        return None
-
-    def _ehlo_lines(self, responses: list[str]) -> list[str | Reply]:
-        keywords = [r[4:] for r in responses[1:] if r[4:] != "HELP"]
-        if self.runtime.authenticator is None:
-            keywords = [k for k in keywords if not k.startswith("AUTH")]
-        keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
-        lines = [f"250-{self.hostname}", *(f"250-{k}" for k in keywords[:-1]), f"250 {keywords[-1]}"]
-        # One write for the whole reply instead of aiosmtpd's write-and-drain per line.
-        return ["\r\n".join(lines)]
-
-    async def handle_MAIL(self, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> Reply | BackendReply:
-        # aiosmtpd hands the null sender over as "<>" (and needs it truthy); everything else sees "".
-        reply = await self.ctl.on_mail("" if address == "<>" else address, options)
-        if (isinstance(reply, BackendReply) and reply.ok) or (isinstance(reply, Reply) and reply.code < 300):
-            envelope.mail_from = address
-            envelope.mail_options.extend(options)
-        return reply
-
-    async def handle_RCPT(self, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> Reply | BackendReply:
-        reply = await self.ctl.on_rcpt(address, options)
-        if isinstance(reply, BackendReply) and reply.ok:
-            envelope.rcpt_tos.append(address)
-        return reply
-
-    async def handle_DATA(self, session: Any, envelope: Any) -> Reply | BackendReply:
-        cfg = self.runtime.cfg
-        # Filters and the backend get their own bounds; this one only keeps a dead client from lingering.
-        self._reset_timeout(cfg.backend.timeout * 2 + max((t.timeout for t in cfg.filters.values()), default=0) + 30)
-        content: bytes = envelope.original_content or b""
-        return await self.ctl.on_data(content)
-
-    async def handle_RSET(self, session: Any, envelope: Any) -> str:
-        await self.ctl.abort_transaction()
-        return "250 2.0.0 Ok"
-
-
-def _track(name: str) -> Callable[[GateSMTP, str | None], Awaitable[None]]:
-    """aiosmtpd's ``smtp_<COMMAND>`` (or ours), with ``_before`` first (wraps keeps its HELP syntax)."""
-    command = _OWN.get(name) or getattr(SMTP, name)
-    phase = name[len("smtp_") :].lower()
-
-    if phase == "starttls":
-
-        @functools.wraps(command)
-        async def starttls(self: GateSMTP, arg: str | None) -> None:
-            if await self._before(phase, arg):
-                await command(self, arg)
-                self._after_starttls(arg)
-
-        return starttls
-
-    @functools.wraps(getattr(SMTP, name))
-    async def tracked(self: GateSMTP, arg: str | None) -> None:
-        if await self._before(phase, arg):
-            await command(self, arg)
-
-    return tracked
-
-
-_OWN: dict[str, Callable[[GateSMTP, str | None], Awaitable[None]]] = {"smtp_DATA": GateSMTP._smtp_data}
-for _name in [n for n in dir(SMTP) if n.startswith("smtp_")]:
-    setattr(GateSMTP, _name, _track(_name))
-_COMMANDS = tuple(n for n in dir(GateSMTP) if n.startswith("smtp_"))
-_VERBS = tuple(sorted(n[len("smtp_") :] for n in _COMMANDS))
-
-
-class _Commands(dict[str, Any]):
-    """aiosmtpd's command table (verb to bound method), each verb bound at its first use.
-
-    Binding all ~20 verbs for every connection showed at ~1 % of the CPU; a session uses five.
-    aiosmtpd reads the table with ``get`` (dispatch, HELP <verb>) and ``items`` (HELP); the rest
-    of the mapping interface answers for every verb too.
-    """
-
-    def __init__(self, owner: GateSMTP) -> None:
-        super().__init__()
-        self._owner = owner
-
-    def __missing__(self, verb: str) -> Any:
-        if verb not in _VERBS:
-            raise KeyError(verb)
-        method = self[verb] = getattr(self._owner, "smtp_" + verb)
-        return method
-
-    def get(self, verb: str, default: Any = None) -> Any:
-        method = dict.get(self, verb)
-        if method is None:
-            return self[verb] if verb in _VERBS else default
-        return method
-
-    def __contains__(self, verb: object) -> bool:
-        return verb in _VERBS
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_VERBS)
-
-    def __len__(self) -> int:
-        return len(_VERBS)
-
-    def keys(self) -> Any:
-        return list(_VERBS)
-
-    def values(self) -> Any:
-        return [self[verb] for verb in _VERBS]
-
-    def items(self) -> Any:
-        return [(verb, self[verb]) for verb in _VERBS]
-
-
-def has_bad_chars(value: str) -> bool:
-    return any(ord(c) < 33 or ord(c) == 127 for c in value)
+_VERBS = install(GateSMTP, {"smtp_DATA": GateSMTP._smtp_data})
