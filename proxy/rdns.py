@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 from dataclasses import dataclass
 
 import dns.reversename
 
+from spamgate.filters.sdk.options import client_address
 from spamgate.filters.services.dns import CachingResolver
 
 __all__ = ["ClientNames", "ReverseResolver"]
@@ -34,25 +34,16 @@ def _ptr_name(ip: str) -> str:
     return str(dns.reversename.from_address(ip).to_text())
 
 
-@functools.lru_cache(maxsize=4096)
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    # The client's and its forward records' addresses, parsed once: the same few come back all day.
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
 class ReverseResolver:
     def __init__(self, resolver: CachingResolver, budget: float) -> None:
         self.resolver = resolver
         self.budget = budget
 
     async def lookup(self, ip: str) -> ClientNames:
-        addr = _address(ip)
+        addr = client_address(ip)  # IPv4-mapped IPv6 as IPv4: its PTR is under in-addr.arpa, its records A
         if addr is None:
             return ClientNames()
-        ptr = await self.resolver.query(_ptr_name(ip), "PTR")
+        ptr = await self.resolver.query(_ptr_name(str(addr)), "PTR")
         if ptr.status in ("nxdomain", "nodata"):
             return ClientNames()
         if not ptr.found:
@@ -63,7 +54,7 @@ class ReverseResolver:
             return ClientNames(reverse=name)
         if forward.status != "ok":
             return ClientNames(reverse=name, temporary_failure=True)
-        confirmed = any(_address(r) == addr for r in forward.records)
+        confirmed = any(client_address(r) == addr for r in forward.records)
         return ClientNames(reverse=name, verified=name if confirmed else None)
 
     async def lookup_bounded(self, ip: str) -> ClientNames:

@@ -41,6 +41,8 @@ def test_lookup_confirms_or_not(nsd: DnsServer) -> None:
 
     ok, liar, none = asyncio.run(both())
     assert (ok.reverse, ok.verified, ok.temporary_failure) == ("client9.example.org", "client9.example.org", False)  # type: ignore[attr-defined]
+    # An IPv4 client as a dual-stack balancer's PROXY header may name it: its names are the IPv4 ones.
+    assert asyncio.run(r.lookup("::ffff:127.0.0.9")) == ok
     assert (liar.reverse, liar.verified) == ("liar.example.org", None)  # type: ignore[attr-defined]
     assert (none.reverse, none.verified, none.temporary_failure) == (None, None, False)  # type: ignore[attr-defined]
 
