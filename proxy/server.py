@@ -28,9 +28,10 @@ from spamgate.proxy.quarantine import Quarantine
 from spamgate.proxy.rdns import ReverseResolver
 from spamgate.proxy.relay import SmtpBackend
 from spamgate.proxy.runtime import Authenticator, Penalties, Runtime, SessionCounter
-from spamgate.proxy.smtp import GateSMTP, spawn
+from spamgate.proxy.smtp import GateSMTP
 from spamgate.proxy.state import StateSeam, make_state
 from spamgate.proxy.state_redis import RedisStore
+from spamgate.proxy.tasks import spawn
 from spamgate.proxy.workers import Seat
 
 __all__ = ["Server", "make_backend", "tls_context"]

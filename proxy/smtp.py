@@ -18,7 +18,6 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Coroutine
 from email.errors import HeaderParseError
 from typing import Any
 
@@ -35,21 +34,12 @@ from spamgate.proxy.smtp_commands import CommandTable, install
 from spamgate.proxy.smtp_data import DataMixin
 from spamgate.proxy.smtp_hooks import HooksMixin
 from spamgate.proxy.smtp_replies import RepliesMixin
+from spamgate.proxy.tasks import spawn
 from spamgate.proxy.transaction import TransactionController
 
 __all__ = ["GateSMTP"]
 
 log = logging.getLogger("spamgate.smtp")
-# The event loop keeps only weak references to tasks: fire-and-forget ones live here until done.
-_BACKGROUND: set[asyncio.Task[Any]] = set()
-
-
-def spawn(coro: Coroutine[Any, Any, Any]) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
-
-
 # <local@domain> with a dot-atom local part and a host-name domain: the overwhelming majority.
 _PLAIN_ADDR = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                          r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>")
