@@ -7,11 +7,13 @@ import asyncio
 import logging
 from typing import Any
 
-from spamgate.filters.sdk.api import Reply
+from spamgate.filters.sdk.api import Phase, Reply
 from spamgate.proxy import metrics, replies
 from spamgate.proxy.backend import BackendReply
 from spamgate.proxy.replies import enhance, format_multiline
 from spamgate.proxy.runtime import Runtime
+from spamgate.proxy.session import SessionState
+from spamgate.proxy.tasks import spawn
 
 __all__ = ["RepliesMixin"]
 
@@ -20,6 +22,9 @@ log = logging.getLogger("spamgate.smtp")
 _PROTOCOL_ERRORS = {"500", "501", "503"}
 # Commands whose replies may wait for the next pipelined command's (RFC 2920's envelope commands).
 _HELD_PHASES = frozenset({"mail", "rcpt"})
+# The commands whose 5xx replies are refusals a RefusalObserver hears of (not AUTH's, not QUIT's).
+_OBSERVED_PHASES = {"connect": Phase.CONNECT, "helo": Phase.HELO, "ehlo": Phase.HELO, "mail": Phase.MAIL,
+                    "rcpt": Phase.RCPT, "data": Phase.DATA}
 
 
 def _line_waiting(reader: asyncio.StreamReader) -> bool:
@@ -60,6 +65,8 @@ class RepliesMixin:
                 self._errors += 1
                 if status.startswith('500 5.5.2 Error: command "'):
                     log.info("unknown-command=%r", status[26:].split('"', 1)[0][:32])
+            elif code[0] == "5" and self.runtime.pipeline.observers:
+                self._tell_refused(int(code))
             status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         data = status + b"\r\n"
         if self._phase in _HELD_PHASES and data[:1] != b"3" and _line_waiting(self._reader):
@@ -74,6 +81,13 @@ class RepliesMixin:
             metrics.LIMITS.labels("max_errors").inc()
             await self._write(str(replies.TOO_MANY_ERRORS).encode() + b"\r\n")
             self.transport.close()
+
+    def _tell_refused(self, code: int) -> None:
+        """A permanent refusal, for the filters that count them (RefusalObserver: the penalty box)."""
+        phase = _OBSERVED_PHASES.get(self._phase)
+        state: SessionState | None = getattr(self, "state", None)
+        if phase is not None and state is not None:
+            spawn(self.runtime.pipeline.tell_refused(phase, code, state.info()))
 
     async def _write(self, data: bytes) -> None:
         if self._held:

@@ -17,9 +17,13 @@ Every refusal logs one line naming the limit (``ratelimit limit=ip_messages_per_
 
 The SMTP penalty box (ASSP style): a client IP refused ``penalty_after`` times within
 ``penalty_window`` seconds is refused outright (``421 4.7.0``) for ``penalty_seconds``.
-It counts this filter's own refusals, in its own key space (``pbox:smtp:*``), separate from
-the engine's AUTH-failure penalty box (``[auth] max_failures``), so a misbehaving client is
-kept out of every instance without touching the login lockout.
+It counts this filter's own refusals and, with ``penalty_counts = "refusals"`` (the default),
+every permanent refusal (5xx) the client gets at connect, HELO, MAIL, RCPT or DATA from
+anyone: another filter, the engine (relaying, spoofing), the backend (unknown users). Told
+through the SDK's ``RefusalObserver``; logged-in users and ``exempt_networks`` are not counted.
+``"own"`` counts only this filter's. Its keys (``pbox:smtp:*``) are separate from the engine's
+AUTH-failure penalty box (``[auth] max_failures``), so a misbehaving client is kept out of
+every instance without touching the login lockout.
 
 ``on_state_error``: ``continue`` (default; mail flows unlimited, the outage is logged once
 and counted) or ``tempfail``.
@@ -34,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.api import Context, FilterEnv, Phase, Reply, SessionInfo, Symbol, Verdict
 from spamgate.filters.sdk.metrics import Counter, MetricSpec
 from spamgate.filters.sdk.options import FilterOptions, Networks, parse_options
 from spamgate.filters.sdk.outage import Outage
@@ -67,6 +71,7 @@ class RateLimitOptions(FilterOptions):
     penalty_after: int = Field(default=0, ge=0)
     penalty_window: float = Field(default=600.0, gt=0)
     penalty_seconds: float = Field(default=900.0, gt=0)
+    penalty_counts: Literal["refusals", "own"] = "refusals"
     on_state_error: Literal["continue", "tempfail"] = "continue"
 
 
@@ -156,6 +161,24 @@ class RateLimitFilter:
         log.info("ratelimit limit=%s %s=%s count=%d max=%d", limit_name, scope, who, count, limit)
         await self._penalise(ip)
         return Verdict.tempfail(reply, Symbol(SYM_LIMITED, 0.0, f"{limit_name} {count}>{limit}"))
+
+    async def refused(self, phase: Phase, code: int, session: SessionInfo) -> None:
+        """Anyone's permanent refusal of this client counts toward its penalty box too."""
+        if not self.opts.penalty_after or self.opts.penalty_counts != "refusals":
+            return
+        if session.authenticated_user is not None:
+            return  # a user's typo is not an attack: the user_* limits are theirs
+        addr = session.peer_address
+        if addr is not None and any(addr in n for n in self.opts.exempt_networks):
+            return
+        try:
+            await self._penalise(session.peer_ip)
+        except StateError as exc:
+            self.outage.failed(str(exc))
+            self.m.state_errors.inc()
+            return
+        self.outage.ok()
+        log.debug("ratelimit refusal-counted client=%s phase=%s code=%d", session.peer_ip, phase.value, code)
 
     async def _penalise(self, ip: str) -> None:
         after = self.opts.penalty_after

@@ -20,6 +20,7 @@ from spamgate.filters.sdk.api import (
     Message,
     Phase,
     ReadyCheck,
+    RefusalObserver,
     Reply,
     SessionInfo,
     Symbol,
@@ -37,6 +38,7 @@ __all__ = [
     "QUARANTINE_NOTE", "Action", "AuthAttempt", "Context", "Counter", "Decision", "DependencyError", "DnsAnswer",
     "DnsSettings", "Envelope", "Filter", "FilterEnv", "FilterFactory", "FilterOptions", "FilterSettings", "Gauge",
     "HeaderRemoval", "Histogram", "LearnKind", "LearnResult", "Learner", "MemoryMetrics", "MemoryStore", "Message",
-    "MetricSpec", "Metrics", "Networks", "OptionError", "Phase", "RdType", "ReadyCheck", "Reply", "Resolver",
-    "SessionInfo", "SpamgateError", "StateError", "StateStore", "Symbol", "Thresholds", "Verdict", "parse_options",
+    "MetricSpec", "Metrics", "Networks", "OptionError", "Phase", "RdType", "ReadyCheck", "RefusalObserver", "Reply",
+    "Resolver", "SessionInfo", "SpamgateError", "StateError", "StateStore", "Symbol", "Thresholds", "Verdict",
+    "parse_options",
 ]

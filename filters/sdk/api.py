@@ -70,6 +70,7 @@ __all__ = [
     "Phase",
     "QUARANTINE_NOTE",
     "ReadyCheck",
+    "RefusalObserver",
     "Reply",
     "SessionInfo",
     "Symbol",
@@ -362,6 +363,21 @@ class ReadyCheck(Protocol):
     """
 
     async def ready(self) -> bool: ...
+
+
+@runtime_checkable
+class RefusalObserver(Protocol):
+    """Optional: a filter told of every permanent refusal (5xx) the engine answers at connect,
+    HELO, MAIL, RCPT or DATA, whoever made it: another filter, the engine's own policy
+    (relaying, spoofing) or the backend (unknown user). Protocol errors (500, 501, 503) and
+    AUTH failures are not refusals here. The ratelimit penalty box counts them.
+
+    Called after the reply is written, in the background, within the filter's ``timeout``;
+    an exception or a timeout is logged like the filter's other failures (once per outage),
+    never seen by the client.
+    """
+
+    async def refused(self, phase: Phase, code: int, session: SessionInfo) -> None: ...
 
 
 LearnKind = Literal["spam", "ham"]

@@ -37,7 +37,9 @@ from spamgate.filters.sdk.api import (
     Filter,
     HeaderRemoval,
     Phase,
+    RefusalObserver,
     Reply,
+    SessionInfo,
     Symbol,
     Verdict,
 )
@@ -206,6 +208,8 @@ class Pipeline:
         self._by_phase = {
             phase: tuple(s for s in self.slots if phase in s.filter.phases) for phase in Phase
         }
+        # Empty for most configs: the engine then tells nobody of a refusal, at no cost.
+        self.observers = tuple(s for s in self.slots if isinstance(s.filter, RefusalObserver))
 
     def filters_for(self, phase: Phase) -> tuple[Slot, ...]:
         return self._by_phase[phase]
@@ -241,6 +245,19 @@ class Pipeline:
         if self.listener is not None:
             self.listener(outcome, ctx)
         return outcome
+
+    async def tell_refused(self, phase: Phase, code: int, session: SessionInfo) -> None:
+        """Every RefusalObserver hears of a 5xx the engine answered; each within its timeout, errors contained."""
+        for slot in self.observers:
+            observer = slot.filter
+            assert isinstance(observer, RefusalObserver)
+            try:
+                async with asyncio.timeout(slot.settings.timeout):
+                    await observer.refused(phase, code, session)
+            except TimeoutError as exc:
+                self._outage(slot).failed(f"timeout after {slot.settings.timeout:g}s (refused)", exc)
+            except Exception as exc:
+                self._outage(slot).failed(f"{type(exc).__name__}: {exc} (refused)", exc)
 
     def _outage(self, slot: Slot) -> Outage:
         outage = self._outages.get(slot.name)

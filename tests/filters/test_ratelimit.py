@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from spamgate.filters.ratelimit.filter import RateLimitFilter
-from spamgate.filters.sdk.api import AuthAttempt, Decision, FilterEnv, Phase
+from spamgate.filters.sdk.api import AuthAttempt, Decision, FilterEnv, Phase, RefusalObserver, SessionInfo
 from spamgate.filters.sdk.metrics import MemoryMetrics
 from spamgate.filters.sdk.state import MemoryStore, StateError
 from spamgate.filters.sdk.testing import make_context
@@ -75,6 +75,39 @@ async def test_penalty_box_after_repeated_refusals() -> None:
     v = await flt.check(Phase.CONNECT, connect)
     assert str(v.reply) == "421 4.7.0 Too many rejected commands, try again later"
     assert await flt.store.get("pbox:smtp:box:" + digest("192.0.2.50")) == "1"  # its own key space
+
+
+async def test_other_refusals_fill_the_penalty_box_unless_own_only() -> None:
+    flt = make(penalty_after=3, penalty_seconds=60, exempt_networks=["127.0.0.0/8"])
+    assert isinstance(flt, RefusalObserver)
+    client = SessionInfo("s1", "192.0.2.60")
+    connect = make_context(Phase.CONNECT, peer_ip="192.0.2.60")
+    await flt.refused(Phase.RCPT, 550, client)  # the backend's unknown user
+    await flt.refused(Phase.RCPT, 554, client)  # relay access denied
+    assert (await flt.check(Phase.CONNECT, connect)).decision is Decision.CONTINUE
+    # Not counted: a logged-in user's, an exempt network's.
+    await flt.refused(Phase.RCPT, 550, SessionInfo("s2", "192.0.2.60", authenticated_user="alice"))
+    await flt.refused(Phase.RCPT, 550, SessionInfo("s3", "127.0.0.5"))
+    assert (await flt.check(Phase.CONNECT, connect)).decision is Decision.CONTINUE
+    await flt.refused(Phase.DATA, 550, client)  # spam at end of DATA: the third
+    v = await flt.check(Phase.CONNECT, connect)
+    assert str(v.reply) == "421 4.7.0 Too many rejected commands, try again later"
+    own = make(penalty_after=1, penalty_counts="own")
+    for _ in range(3):
+        await own.refused(Phase.RCPT, 550, SessionInfo("s4", "192.0.2.61"))
+    assert (await own.check(Phase.CONNECT, make_context(Phase.CONNECT, peer_ip="192.0.2.61"))).decision \
+        is Decision.CONTINUE
+    off = make()  # no penalty box: nothing stored at all
+    await off.refused(Phase.RCPT, 550, client)
+    assert await off.store.get("pbox:smtp:n:" + digest("192.0.2.60")) is None
+
+
+async def test_a_refusal_the_store_cannot_count_is_logged_not_raised() -> None:
+    flt = make(penalty_after=1)
+    flt.store = BrokenStore()
+    before = METRICS.value("spamgate_ratelimit_state_errors_total")
+    await flt.refused(Phase.RCPT, 550, SessionInfo("s1", "192.0.2.62"))
+    assert METRICS.value("spamgate_ratelimit_state_errors_total") == before + 1
 
 
 async def test_exempt_networks_and_no_limits() -> None:

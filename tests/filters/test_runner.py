@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from spamgate.filters.sdk.api import Context, Decision, FilterEnv, HeaderRemoval, Phase, Reply, Symbol, Verdict
+from spamgate.filters.sdk.api import (
+    Context,
+    Decision,
+    FilterEnv,
+    HeaderRemoval,
+    Phase,
+    Reply,
+    SessionInfo,
+    Symbol,
+    Verdict,
+)
 from spamgate.filters.sdk.runner import FilterSettings, Pipeline, Scoreboard, Slot
 from spamgate.filters.sdk.scoring import Action, Thresholds, choose_action, spam_headers
 from spamgate.filters.sdk.testing import make_context, run_pipeline
@@ -266,3 +276,31 @@ def test_example_plugin_options_are_validated() -> None:
     assert err2.value.key == "level"
     opts: Mapping[str, Any] = {"level": 3}
     assert parse_options(Opts, opts).level == 3
+
+
+class Counting(Fixed):
+    """A RefusalObserver: hears of refusals, or fails or hangs when told."""
+
+    def __init__(self, name: str, *, delay: float = 0.0, exc: Exception | None = None) -> None:
+        super().__init__(name)
+        self.heard: list[tuple[Phase, int, str]] = []
+        self.refused_delay, self.refused_exc = delay, exc
+
+    async def refused(self, phase: Phase, code: int, session: SessionInfo) -> None:
+        if self.refused_delay:
+            await asyncio.sleep(self.refused_delay)
+        if self.refused_exc is not None:
+            raise self.refused_exc
+        self.heard.append((phase, code, session.peer_ip))
+
+
+async def test_refusals_reach_every_observer_and_their_failures_stay_contained() -> None:
+    plain, broken, slow, last = Fixed("plain"), Counting("broken", exc=RuntimeError("bug")), \
+        Counting("slow", delay=5), Counting("last")
+    p = Pipeline([Slot(plain, FilterSettings(order=1)), Slot(broken, FilterSettings(order=2)),
+                  Slot(slow, FilterSettings(order=3, timeout=0.05)), Slot(last, FilterSettings(order=4))])
+    assert [s.name for s in p.observers] == ["broken", "slow", "last"]
+    await p.tell_refused(Phase.RCPT, 550, SessionInfo("s", "192.0.2.1"))
+    assert last.heard == [(Phase.RCPT, 550, "192.0.2.1")]
+    assert not slow.heard and not plain.calls
+    assert Pipeline([Slot(plain, FilterSettings())]).observers == ()
