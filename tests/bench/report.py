@@ -52,6 +52,12 @@ class Target:
         ok = self.measured >= limit if m.group(1) == "≥" else self.measured <= limit
         return "met" if ok else "not met"
 
+    def shown(self) -> str:
+        """Two decimals, or three where two would print the goal's own number beside "not met"."""
+        m = re.search(r"[\d.]+", self.goal)
+        digits = 3 if m and _f(self.measured, 2) == _f(float(m.group()), 2) else 2
+        return _f(self.measured, digits)
+
 
 def _f(v: float, digits: int = 0) -> str:
     if math.isnan(v):
@@ -81,7 +87,7 @@ def text_table(rows: list[Row], targets: list[Target], header: str) -> str:
         out += ["", "targets (issue 15; reported, not asserted):"]
         w = max(len(t.name) for t in targets)
         for t in targets:
-            out.append(f"  {t.name.ljust(w)}  {_f(t.measured, 2):>8}{t.unit:<3} goal {t.goal:<8} {t.met()}")
+            out.append(f"  {t.name.ljust(w)}  {t.shown():>8}{t.unit:<3} goal {t.goal:<8} {t.met()}")
     return "\n".join(out) + "\n"
 
 
@@ -94,7 +100,7 @@ def markdown(rows: list[Row], targets: list[Target], header: str) -> str:
         lines.append("| " + " | ".join(c[i].replace("|", "/") for i in cols) + " |")
     if targets:
         lines += ["", "| target (issue 15) | measured | goal | |", "| --- | ---: | --- | --- |"]
-        lines += [f"| {t.name} | {_f(t.measured, 2)}{t.unit} | {t.goal} | {t.met()} |" for t in targets]
+        lines += [f"| {t.name} | {t.shown()}{t.unit} | {t.goal} | {t.met()} |" for t in targets]
     return "\n".join(lines) + "\n"
 
 

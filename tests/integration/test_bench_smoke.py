@@ -107,3 +107,12 @@ def test_the_namespace_gives_postfix_a_datagram_queue_it_cannot_wedge_on(tmp_pat
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "512"
+
+
+def test_a_target_just_below_its_goal_never_prints_the_goals_number() -> None:
+    from tests.bench.report import Target
+
+    near = Target("spamd", 0.948, "≥ 0.95x")
+    assert (near.shown(), near.met()) == ("0.948", "not met")  # "0.95x | ≥ 0.95x | not met" read as a bug
+    assert Target("naive", 1.634, "≥ 1.5x").shown() == "1.63"
+    assert Target("p99", 11.861, "≤ 5 ms", "ms").shown() == "11.86"
