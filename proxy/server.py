@@ -177,6 +177,9 @@ class Server:
             # Reverse lookups and DNS lists degrade without a resolver; mail still flows.
             self.health.add_check("dns", self._dns_ready, critical=False)
         serves_http = self.seat is None or self.seat.serves_http  # one worker owns the HTTP ports
+        if self.seat is not None and serves_http:
+            # One worker down or restarting: the others serve, so /readyz is degraded, not failed.
+            self.health.add_check("workers", self._workers_ready, critical=False)
         if self.cfg.metrics.enabled and serves_http:
             await self.health.start()
             log.info("metrics address=%s:%d", self.cfg.metrics.host, self.health.port)
@@ -199,6 +202,11 @@ class Server:
         if self.seat is not None:
             watchdog = self.cfg.server.worker_watchdog
             self.seat.ready(heartbeat=min(1.0, watchdog / 4) if watchdog > 0 else 0.0)
+
+    async def _workers_ready(self) -> bool:
+        assert self.seat is not None
+        census = await asyncio.to_thread(self.seat.census)
+        return census is not None and census[0] >= census[1]
 
     async def _dns_ready(self) -> bool:
         return await probe(self.cfg.dns.resolved()) is None

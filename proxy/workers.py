@@ -30,6 +30,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import multiprocess
 
@@ -43,6 +44,8 @@ _PR_SET_PDEATHSIG = 1
 _FIRST_DELAY = 0.5  # seconds before restarting a dead worker; doubles while it keeps dying
 _MAX_DELAY = 30.0
 _STABLE = 60.0  # a worker that ran this long resets the backoff
+# How many workers are listening, written by the supervisor beside the metric files, read by worker 0's /readyz.
+_CENSUS = "workers.json"
 
 
 @dataclass
@@ -67,6 +70,15 @@ class Seat:
         # Without the supervisor the worker would linger on the shared port, serving stale config.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         return cls.from_args(number, ports, ready_fd)
+
+    def census(self) -> tuple[int, int] | None:
+        """(workers listening, workers configured), as the supervisor last wrote it; None before it has."""
+        try:
+            text = (Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / _CENSUS).read_text()
+            data = json.loads(text)
+            return int(data["up"]), int(data["workers"])
+        except (KeyError, OSError, ValueError, TypeError):
+            return None
 
     def ready(self, heartbeat: float = 0.0) -> None:
         """Tell the supervisor the listeners are up (it reads EOF instead if the worker dies first).
@@ -187,6 +199,17 @@ class Supervisor:
         self.metrics_dir = ""
         self.stopping = asyncio.Event()
 
+    def _publish(self) -> None:
+        """The census for worker 0's /readyz: written whole (a rename), on every change.
+
+        A synchronous write of a few bytes to the private tmp dir: this loop serves no client.
+        """
+        if not self.metrics_dir:
+            return
+        tmp = Path(self.metrics_dir) / f".{_CENSUS}"
+        tmp.write_text(json.dumps({"up": len(self.ready), "workers": self.count}))
+        tmp.replace(tmp.with_name(_CENSUS))
+
     def _command(self, number: int, ready_fd: int) -> list[str]:
         cmd = [sys.executable, "-m", "spamgate.proxy", "run", "--config", self.config_path,
                "--worker", str(number), "--worker-ports", json.dumps(self.ports), "--ready-fd", str(ready_fd)]
@@ -210,6 +233,7 @@ class Supervisor:
             pulse.close()
             return pulse
         self.ready.add(proc.pid)
+        self._publish()
         if proc.pid in self.hup_pending:
             self.hup_pending.discard(proc.pid)
             proc.send_signal(signal.SIGHUP)  # it may have read the file before the change
@@ -247,6 +271,7 @@ class Supervisor:
                 if watch is not None:
                     watch.cancel()
             self.ready.discard(proc.pid)
+            self._publish()
             self.hup_pending.discard(proc.pid)
             multiprocess.mark_process_dead(proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
             if self.stopping.is_set() or not first.result():

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -242,4 +243,26 @@ def test_worker_watchdog_0_leaves_a_silent_worker_alone(spamgate: SpamgateFactor
     assert sg.proc is not None
     assert set(pids) == _children(sg.proc.pid)
     assert "heartbeat" not in sg.log()
+    assert sg.stop() == 0
+
+
+def _readyz(port: int) -> str:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10).read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode()
+
+
+def test_readyz_is_degraded_while_a_worker_is_down(spamgate: SpamgateFactory) -> None:
+    sg = spamgate(server_toml=WORKERS)
+    pids = _started(sg)
+    _wait("ready", lambda: _readyz(sg.metrics_port) == "ready\n")
+    good = sg.config_path.read_text()
+    sg.config_path.write_text(good + "\n[broken\n")  # worker 1's restarts die at once: a crash loop
+    os.kill(pids[1], signal.SIGKILL)
+    _wait("degraded", lambda: _readyz(sg.metrics_port) == "ready, degraded: workers (failed)\n")
+    assert send(sg.port, "bob@example.org", ["alice@example.edu"], MESSAGE % b"one-worker").delivered
+    sg.config_path.write_text(good)
+    _wait("restarted", lambda: sg.log().count("worker=1 spamgate ready") == 2, timeout=40)
+    _wait("ready again", lambda: _readyz(sg.metrics_port) == "ready\n")
     assert sg.stop() == 0

@@ -150,3 +150,13 @@ async def test_a_reload_changing_the_watchdog_is_refused_only_under_a_supervisor
     path.write_text(base + "worker_watchdog = 20\n")
     assert await srv.reload() is reloads  # the supervisor goes on with the value it started with
     await old.pipeline.close()
+
+
+def test_the_seat_reads_the_supervisors_census(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    seat = Seat(0, {})
+    assert seat.census() is None  # not written yet: /readyz says so
+    (tmp_path / "workers.json").write_text('{"up": 1, "workers": 2}')
+    assert seat.census() == (1, 2)
+    (tmp_path / "workers.json").write_text("{half")
+    assert seat.census() is None
