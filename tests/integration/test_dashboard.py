@@ -178,6 +178,7 @@ allowlist_networks = ["127.0.0.0/27"]
 enabled = true
 ip_messages_per_hour = 2
 exempt_networks = ["127.0.0.0/27"]
+penalty_after = 2
 """
 
 
@@ -273,6 +274,17 @@ def traffic_round(w: World, n: int) -> None:
     assert retry.delivered, retry
     third = send(sg.port, sender, ["alice@example.edu"], message(f"limit {n}"), source_address=newcomer)
     assert third.mail[0] == 451, third
+    # Its second refusal puts it in the SMTP penalty box (counted after the reply), which turns its next session away.
+    fourth = send(sg.port, sender, ["alice@example.edu"], message(f"limit {n}"), source_address=newcomer)
+    assert fourth.mail[0] == 451, fourth
+    deadline = time.monotonic() + 10
+    while True:
+        with smtplib.SMTP("127.0.0.1", sg.port, timeout=30, source_address=(newcomer, 0)) as smtp:
+            code = smtp.ehlo("client.test")[0]
+        if code == 421 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert code == 421
 
 
 def exposition(port: int) -> str:
