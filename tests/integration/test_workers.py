@@ -163,21 +163,26 @@ def test_sigterm_drains_a_transaction_and_every_worker_exits(spamgate: SpamgateF
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
+def _replaced_worker_1_serves(sg: Spamgate, pids: list[int], tag: bytes) -> None:
+    """Worker 0 untouched, worker 1 a new process that serves mail; then a clean stop."""
+    assert sg.proc is not None
+    now = _children(sg.proc.pid)
+    assert pids[0] in now and pids[1] not in now and len(now) == 2
+    conns = _open_sessions(sg.port, 16)
+    for i, c in enumerate(conns):
+        assert c.sendmail("bob@example.org", ["alice@example.edu"], MESSAGE % (tag + b"-%d" % i)) == {}
+        c.quit()
+    assert _sessions_by_worker(sg.log().split("exited with signal SIGKILL", 1)[1])["1"], "the new worker 1 serves"
+    assert sg.stop() == 0
+
+
 def test_a_killed_worker_is_restarted_and_service_continues(spamgate: SpamgateFactory) -> None:
     sg = spamgate(server_toml=WORKERS)
     pids = _started(sg)
     os.kill(pids[1], signal.SIGKILL)
     _wait("restarted", lambda: sg.log().count("worker=1 spamgate ready") == 2)
     assert re.search(rf"worker 1 \(pid {pids[1]}\) exited with signal SIGKILL; restarting", sg.log())
-    assert sg.proc is not None
-    now = _children(sg.proc.pid)
-    assert pids[0] in now and pids[1] not in now and len(now) == 2
-    conns = _open_sessions(sg.port, 16)
-    for i, c in enumerate(conns):
-        assert c.sendmail("bob@example.org", ["alice@example.edu"], MESSAGE % b"after-kill-%d" % i) == {}
-        c.quit()
-    assert _sessions_by_worker(sg.log().split("exited with signal SIGKILL", 1)[1])["1"], "the new worker 1 serves"
-    assert sg.stop() == 0
+    _replaced_worker_1_serves(sg, pids, b"after-kill")
 
 
 def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path, postfix: Postfix) -> None:
@@ -223,15 +228,7 @@ def test_a_stopped_worker_is_killed_by_the_watchdog_and_restarted(spamgate: Spam
     assert re.search(rf"worker 1 \(pid {pids[1]}\) sent no heartbeat for \d+\.\ds .*killing it", log), log
     assert re.search(rf"worker 1 \(pid {pids[1]}\) exited with signal SIGKILL; restarting", log)
     assert "worker 0 " not in log.split("sent no heartbeat", 1)[1], "the working worker was left alone"
-    assert sg.proc is not None
-    now = _children(sg.proc.pid)
-    assert pids[0] in now and pids[1] not in now and len(now) == 2
-    conns = _open_sessions(sg.port, 16)
-    for i, c in enumerate(conns):
-        assert c.sendmail("bob@example.org", ["alice@example.edu"], MESSAGE % b"after-watchdog-%d" % i) == {}
-        c.quit()
-    assert _sessions_by_worker(sg.log().split("exited with signal SIGKILL", 1)[1])["1"], "the new worker 1 serves"
-    assert sg.stop() == 0
+    _replaced_worker_1_serves(sg, pids, b"after-watchdog")
 
 
 def test_worker_watchdog_0_leaves_a_silent_worker_alone(spamgate: SpamgateFactory) -> None:
