@@ -117,8 +117,7 @@ class RateLimitFilter:
         self.m = _Metrics(HITS.counter(env.metrics), BOXED.counter(env.metrics), STATE_ERRORS.counter(env.metrics))
 
     async def check(self, phase: Phase, ctx: Context) -> Verdict:
-        addr = ctx.session.peer_address
-        if addr is not None and any(addr in n for n in self.opts.exempt_networks):
+        if self._exempt(ctx.session):
             return Verdict.cont()
         try:
             verdict = await self._check(phase, ctx)
@@ -131,6 +130,10 @@ class RateLimitFilter:
             return Verdict.cont(symbol)
         self.outage.ok()
         return verdict
+
+    def _exempt(self, session: SessionInfo) -> bool:
+        addr = session.peer_address
+        return addr is not None and any(addr in n for n in self.opts.exempt_networks)
 
     async def _check(self, phase: Phase, ctx: Context) -> Verdict:
         ip = ctx.session.peer_ip
@@ -166,11 +169,8 @@ class RateLimitFilter:
         """Anyone's permanent refusal of this client counts toward its penalty box too."""
         if not self.opts.penalty_after or self.opts.penalty_counts != "refusals":
             return
-        if session.authenticated_user is not None:
+        if session.authenticated_user is not None or self._exempt(session):
             return  # a user's typo is not an attack: the user_* limits are theirs
-        addr = session.peer_address
-        if addr is not None and any(addr in n for n in self.opts.exempt_networks):
-            return
         try:
             await self._penalise(session.peer_ip)
         except StateError as exc:
