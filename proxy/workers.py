@@ -156,7 +156,6 @@ class _Pulse:
         self._loop = asyncio.get_running_loop()
         self.up: asyncio.Future[bool] = self._loop.create_future()
         self.last = self._loop.time()
-        self.alive = False
         self._loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
@@ -167,10 +166,14 @@ class _Pulse:
             data = b""
         self.last = self._loop.time()
         if not self.up.done():
-            self.alive = data.startswith(b"ready")
-            self.up.set_result(self.alive)
+            self.up.set_result(data.startswith(b"ready"))
         if not data:  # EOF: the worker exited, or beats nothing (worker_watchdog = 0)
             self.close()
+
+    @property
+    def alive(self) -> bool:
+        """The worker said "ready" (its listeners are up) before anything else."""
+        return self.up.done() and self.up.result()
 
     def silent(self) -> float:
         """Seconds since the worker last wrote; 0 once its pipe is closed (proc.wait() takes over)."""
