@@ -23,7 +23,7 @@ from spamgate.proxy.auth.credentials import parse_password_file
 from spamgate.proxy.console import quarantine_views, views
 from spamgate.proxy.console.context import CTX, FORM, SESSION, ConsoleContext, ConsoleHost
 from spamgate.proxy.console.security import COOKIE, SessionStore, audit, csrf_ok
-from spamgate.proxy.console.status import RateSampler
+from spamgate.proxy.console.status import RateSampler, read_counters_async
 from spamgate.proxy.http import start_site
 
 __all__ = ["ConsoleServer", "build_app"]
@@ -124,7 +124,7 @@ class ConsoleServer:
             except (OSError, ssl.SSLError) as exc:
                 log.error("console off: tls_cert/tls_key: cannot load %s / %s: %s", c.tls_cert, c.tls_key, exc)
                 return
-        sampler = RateSampler()
+        sampler = RateSampler(await read_counters_async())
         try:  # hashing its dummy password takes a while: not on the loop
             admins = await asyncio.to_thread(PasswordFile, c.admin_file)
         except PasswordFileError as exc:
@@ -141,7 +141,7 @@ class ConsoleServer:
                  "yes" if ssl_ctx else "no", c.admin_file)
         while True:
             await asyncio.sleep(SAMPLE_SECONDS)
-            sampler.sample()
+            sampler.sample(await read_counters_async())
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -12,6 +12,7 @@ from spamgate.proxy.console.actions import ActionError, release_to
 from spamgate.proxy.console.context import CTX, FORM, session_of
 from spamgate.proxy.console.pages import e, fmt_time, hidden_csrf, layout, table
 from spamgate.proxy.console.security import COOKIE, audit
+from spamgate.proxy.console.status import SESSIONS, read_counters_async
 from spamgate.proxy.quarantine_index import subject_of
 from spamgate.proxy.release_tokens import TokenError
 
@@ -96,14 +97,15 @@ async def status(request: web.Request) -> web.StreamResponse:
         '<span class="ok">up</span>' if c.state == "ok" else f'<span class="down">down ({e(c.state)})</span>',
         "mail is refused (4xx)" if c.critical else "filtering degraded, mail flows",
     ] for c in checks], raw=True)  # fmt: skip
-    rates = ctx.sampler.per_minute()
+    now = await read_counters_async()
+    rates = ctx.sampler.per_minute(now)
     rate_rows = [[k, f"{v:.1f}"] for k, v in rates.items()] or [["(no messages)", "0"]]
-    top = ctx.sampler.top_rejections() or [("(none)", 0)]
+    top = ctx.sampler.top_rejections(now) or [("(none)", 0)]
     filters = [[s.name, s.settings.mode, ", ".join(sorted(p.value for p in s.filter.phases)), s.settings.on_error]
                for s in runtime.pipeline.slots] or [["(no filters enabled)", "", "", ""]]
     grafana = ctx.cfg.console.grafana_url
     body = (
-        f"<p>SMTP sessions now: <strong id=\"sessions\">{runtime.counter.total}</strong> · "
+        f"<p>SMTP sessions now: <strong id=\"sessions\">{now[SESSIONS]:.0f}</strong> · "
         f"console admins logged in: {ctx.sessions.logged_in}</p>"
         f"<h2>Dependencies</h2>{deps}"
         f"<h2>Messages per minute by action</h2>{table(['action', 'per minute'], rate_rows)}"

@@ -5,6 +5,7 @@ Minimal configs (listen + backend + the one key), reverse lookups off (no resolv
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -262,4 +264,37 @@ def test_readyz_is_degraded_while_a_worker_is_down(spamgate: SpamgateFactory) ->
     sg.config_path.write_text(good)
     _wait("restarted", lambda: sg.log().count("worker=1 spamgate ready") == 2, timeout=40)
     _wait("ready again", lambda: _readyz(sg.metrics_port) == "ready\n")
+    assert sg.stop() == 0
+
+
+def _console_status(port: int, admins: Path) -> str:
+    """Log in as the admin `passwd add` created and fetch /status."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    base = f"http://127.0.0.1:{port}"
+    page = opener.open(f"{base}/login", timeout=10).read().decode()
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token, page
+    form = urllib.parse.urlencode({"username": "root", "password": "s3cret-pass", "csrf": token.group(1)})
+    opener.open(f"{base}/login", form.encode(), timeout=10).read()
+    return str(opener.open(f"{base}/status", timeout=10).read().decode())
+
+
+def test_the_console_status_page_counts_every_worker(spamgate: SpamgateFactory, tmp_path: Path) -> None:
+    admins, cport = tmp_path / "admins", free_port()
+    subprocess.run([sys.executable, "-m", "spamgate.proxy", "passwd", "add", "root", "--file", str(admins)],
+                   input="s3cret-pass\n", text=True, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    sg = spamgate(f'[console]\nport = {cport}\nadmin_file = "{admins}"\n', server_toml=WORKERS)
+    _started(sg)
+    _wait("console", lambda: "console address=" in sg.log())
+    conns = _open_sessions(sg.port, 24)
+    for c in conns:  # a local sender without a login: refused by local_sender at MAIL, session kept
+        assert c.mail("secr@example.edu")[0] == 553
+    by_worker = _sessions_by_worker(sg.log())
+    assert by_worker["0"] and by_worker["1"], "both workers hold sessions"
+    page = _console_status(cport, admins)
+    assert '<strong id="sessions">24</strong>' in page, page
+    assert re.search(r"<td>local_sender at mail \(reject\)</td><td>24</td>", page), page
+    for c in conns:
+        c.quit()
     assert sg.stop() == 0

@@ -14,7 +14,7 @@ from spamgate.proxy.config import parse_config
 from spamgate.proxy.console.context import ConsoleContext
 from spamgate.proxy.console.security import SessionStore
 from spamgate.proxy.console.server import build_app
-from spamgate.proxy.console.status import RateSampler
+from spamgate.proxy.console.status import RateSampler, read_counters
 from spamgate.proxy.runtime import SessionCounter
 from spamgate.proxy.server import build_runtime
 from spamgate.proxy.tools.passwd import add_user
@@ -32,7 +32,7 @@ def _ctx(tmp_path: Path, tls: bool = False) -> tuple[ConsoleContext, object]:
     })  # fmt: skip
     runtime = build_runtime(cfg, SessionCounter())
     host = SimpleNamespace(cfg=cfg, runtime=runtime, health=None)
-    ctx = ConsoleContext(host, PasswordFile(tmp_path / "admins", FAST), SessionStore(60), RateSampler(),  # type: ignore[arg-type]
+    ctx = ConsoleContext(host, PasswordFile(tmp_path / "admins", FAST), SessionStore(60), RateSampler(read_counters()),  # type: ignore[arg-type]
                          tls=tls)
     return ctx, runtime
 
