@@ -1,7 +1,7 @@
 """The verdict side of the filter contract: what a filter answers for one phase.
 
 ``Phase`` names the SMTP phase; a :class:`Verdict` carries a :class:`Decision`, the
-:class:`Reply` the engine sends for a hard decision, the :class:`Symbol` s that add up
+:class:`Reply` the engine sends for a hard decision, the :class:`Symbol` facts that add up
 to the score, and the headers to add or (:class:`HeaderRemoval`) drop. Pure values, no I/O.
 Re-exported by :mod:`spamgate.filters.sdk.api`, where plugin authors import them from.
 """
