@@ -60,7 +60,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes (default 4096)")
     ap.add_argument("--runs", type=int, default=3, help="runs per path; the median is reported (default 3)")
     ap.add_argument("--sa-messages", type=int, default=120, help="N for the SpamAssassin paths (default 120)")
-    ap.add_argument("--sa-children", type=int, default=5, help="spamd/spampd children = their sessions (default 5)")
+    ap.add_argument("--sa-children", type=int, default=5,
+                    help="scanning slots: spamd's and spampd's children, spamgate's max_concurrency (default 5)")
+    ap.add_argument("--sa-sessions", type=int,
+                    help="smtp-source sessions on the SpamAssassin SMTP paths (default: twice --sa-children)")
     ap.add_argument("--idle-sessions", type=int, default=1000)
     ap.add_argument("--latency-n", type=int, default=2000,
                     help="transactions of the paced latency client per path; p99 is the 20th-worst of the default 2000")
@@ -78,6 +81,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         unknown = set(args.paths) - set(ALL)
         if unknown:
             ap.error(f"unknown path(s) {sorted(unknown)}; known: {','.join(ALL)}")
+    if args.sa_sessions is None:
+        args.sa_sessions = 2 * args.sa_children
     if args.quick:
         args.messages, args.sessions, args.runs, args.sa_messages, args.idle_sessions = 100, 5, 1, 10, 50
     return args
@@ -114,8 +119,9 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work, ignore_errors=True)
     when = stamp()
     header = (f"N={args.messages} messages of {args.size} B over {args.sessions} sessions (SpamAssassin paths: "
-              f"N={args.sa_messages} over {args.sa_children}), median of {args.runs}; p50/p99 at half of the "
-              f"path's max rate (paced client, capped at {args.latency_cap:.0f}/s); {when}; {machine()}")  # fmt: skip
+              f"N={args.sa_messages} over {args.sa_sessions}, {args.sa_children} scanning at once), median of "
+              f"{args.runs}; p50/p99 at half of the path's max rate (paced client, capped at "
+              f"{args.latency_cap:.0f}/s); {when}; {machine()}")  # fmt: skip
     print(text_table(rows, targets, header))
     md = markdown(rows, targets, header)
     if args.markdown:

@@ -6,15 +6,16 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tests.bench import load, procstat
 from tests.bench.load import CorpusItem
 from tests.bench.peers import Daemons, Started
 from tests.bench.report import Row
 
-__all__ = ["Load", "Measured", "idle_memory", "interleaved", "measure_smtp", "pipelined_cpu", "reject_rate"]
+__all__ = ["Load", "Measured", "Turns", "idle_memory", "interleaved", "pipelined_cpu", "reject_rate"]
 
 
 @dataclass(frozen=True)
@@ -101,25 +102,42 @@ def settle(m: Measured, ld: Load) -> Row:
     return row
 
 
-def interleaved(paths: list[Measured], ld: Load, daemons: Daemons) -> None:
+class Turns(Protocol):
+    """A path measured with its own client (spamd alone) that takes its runs in the same turns."""
+
+    def warm(self) -> None: ...
+    def burst(self) -> None: ...
+    def settle(self) -> None: ...
+
+
+@dataclass
+class _Smtp:
+    m: Measured
+    ld: Load
+    daemons: Daemons
+
+    def warm(self) -> None:
+        warm(self.m, self.ld)
+
+    def burst(self) -> None:
+        burst(self.m, self.ld, self.daemons)
+
+    def settle(self) -> None:
+        settle(self.m, self.ld)
+
+
+def interleaved(paths: list[Measured], ld: Load, daemons: Daemons, others: Sequence[Turns] = ()) -> None:
     """Every path's runs taken in turns, not one path after the other: a slow spell of the machine
     (or the first-measured path's handicap) then falls on every path alike, not on one row. The
     order alternates between rounds."""
-    for m in paths:
-        warm(m, ld)
+    turns: list[Turns] = [*(_Smtp(m, ld, daemons) for m in paths), *others]
+    for t in turns:
+        t.warm()
     for i in range(ld.runs):
-        for m in paths if i % 2 == 0 else reversed(paths):
-            burst(m, ld, daemons)
-    for m in paths:
-        settle(m, ld)
-
-
-def measure_smtp(row: Row, target: Started, ld: Load, daemons: Daemons, sink: Started | None,
-                 extra_cpu_pid: int | None = None) -> Row:  # fmt: skip
-    """One path alone: smtp-source bursts, then the paced latency client, then the mixed corpus."""
-    m = Measured(row, target, sink, extra_cpu_pid)
-    interleaved([m], ld, daemons)
-    return row
+        for t in turns if i % 2 == 0 else reversed(turns):
+            t.burst()
+    for t in turns:
+        t.settle()
 
 
 def pipelined_cpu(row: Row, target: Started, ld: Load) -> Row:

@@ -7,11 +7,17 @@ every call, ~112 ms of CPU each here: tests/bench/bench_spamd_client.py), like s
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from tests.bench import procstat
 from tests.bench.load import PacedResult, at_rate
+from tests.bench.measure import Load
+from tests.bench.report import Row
 
-__all__ = ["spamd_burst", "spamd_paced"]
+__all__ = ["SpamdAlone", "spamd_burst", "spamd_paced"]
 
 
 def _client(port: int):  # type: ignore[no-untyped-def]
@@ -64,3 +70,51 @@ async def _paced(port: int, message: bytes, rate: float, n: int) -> PacedResult:
 
 def spamd_paced(port: int, message: bytes, rate: float, n: int) -> PacedResult:
     return asyncio.run(_paced(port, message, rate, n))
+
+
+@dataclass
+class SpamdAlone:
+    """spamd's capacity: CHECK straight to spamd (spamd_load), in turns with the SMTP paths."""
+
+    row: Row
+    port: int
+    pid: int
+    ld: Load
+    cpus: list[float] = field(default_factory=list)
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        if self.row.na:
+            return
+        try:
+            step()
+        except Exception as exc:  # one broken path must not hide the others
+            self.row.na, self.row.note = "failed", f"{type(exc).__name__}: {exc}"
+
+    def warm(self) -> None:
+        def step() -> None:
+            spamd_burst(self.port, [self.ld.probe.body], self.ld.warmup, self.ld.sessions)
+
+        self._guard(step)
+
+    def burst(self) -> None:
+        def step() -> None:
+            c0 = procstat.cpu_seconds(self.pid)
+            self.row.rates.append(self.ld.messages / spamd_burst(self.port, [self.ld.probe.body], self.ld.messages,
+                                                                 self.ld.sessions))  # fmt: skip
+            self.cpus.append(1000 * (procstat.cpu_seconds(self.pid) - c0) / self.ld.messages)
+
+        self._guard(step)
+
+    def settle(self) -> None:
+        def step() -> None:
+            row, ld = self.row, self.ld
+            row.rate, row.cpu_ms = statistics.median(row.rates), statistics.median(self.cpus)
+            res = spamd_paced(self.port, ld.probe.body, row.rate / 2, ld.latency_n)
+            row.p50, row.p99, row.lat_rate = res.p50, res.p99, row.rate / 2
+            c0 = procstat.cpu_seconds(self.pid)
+            row.mixed_rate = ld.mixed_n / spamd_burst(self.port, [i.body for i in ld.corpus], ld.mixed_n, ld.sessions)
+            spent = procstat.cpu_seconds(self.pid) - c0
+            row.note += f" spamd CPU {spent / ld.mixed_n * 1000:.1f} s per 1,000 mixed msgs;"
+            row.rss_mb = procstat.peak_rss_kb(self.pid) / 1024
+
+        self._guard(step)

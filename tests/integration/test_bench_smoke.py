@@ -79,6 +79,36 @@ def test_the_pipelining_client_path_measures_spamgate(tmp_path: Path) -> None:
     assert "failed" not in row, row
 
 
+def _rows(md: Path) -> dict[str, list[str]]:
+    out = {}
+    for ln in md.read_text().splitlines():
+        if ln.startswith("| ") and not ln.startswith(("| path", "| target", "| ---")):
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            out[cells[0]] = cells
+    return out
+
+
+def test_the_spamassassin_and_postfix_paths_take_turns_and_report_their_ratios(tmp_path: Path) -> None:
+    """spamgate + spamd against spamd alone (in turns since this release), spamgate → Postfix
+    against Postfix: real spamd and Postfix, figures and ratios in the table, no speed asserted."""
+    md = tmp_path / "table.md"
+    res = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--only", "spamassassin,spamd,spamgate-postfix", "--markdown", str(md)],
+        capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = _rows(md)
+    sa = next(c for label, c in rows.items() if label.startswith("→ spamgate, cheap set + spamassassin"))
+    spamd = next(c for label, c in rows.items() if label.startswith("spamd alone"))
+    pf = next(c for label, c in rows.items() if label.startswith("→ spamgate (production) → Postfix"))
+    for cells in (sa, spamd, pf):
+        assert "failed" not in cells[-1] and _number(cells[1]) > 0 and _number(cells[5]) > 0, cells
+    assert re.search(r"\d\.\d\dx spamd", sa[6]) and re.search(r"\d\.\d\dx Postfix", pf[6]), (sa, pf)
+    # the mixed corpus: the listed client and the spoofed sender never reach spamd, the spam is refused after it
+    assert "listed rcpt 554" in sa[-1] and "spoofed mail 553" in sa[-1] and "spam 550" in sa[-1], sa
+    assert "spamgate + SpamAssassin vs spamd capacity" in res.stdout and "spamgate → Postfix vs Postfix" in res.stdout
+
+
 def test_the_ab_script_compares_two_checkouts() -> None:
     """`ab.py A B`: both sides measured, in a pair, with a summary (this checkout against itself)."""
     res = subprocess.run(
