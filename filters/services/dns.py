@@ -30,14 +30,18 @@ import dns.asyncresolver
 import dns.exception
 import dns.message
 import dns.name
+import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.rrset
+import dns.ttl
 
 from spamgate.filters.sdk.dns import DnsAnswer, DnsSettings, RdType, Status
 from spamgate.filters.sdk.metrics import MemoryMetrics, Metrics, MetricSpec
 from spamgate.filters.sdk.outage import Outage
 from spamgate.filters.sdk.state import StateError, StateStore
+from spamgate.filters.services.dns_udp import DnsFailure, Question, UdpQueries
 
 __all__ = [
     "MAX_TTL", "CachingResolver", "DnsAnswer", "RdType", "Status", "TtlCache", "make_resolver", "probe",
@@ -93,6 +97,8 @@ async def probe(settings: DnsSettings, wait: float = 1.0) -> str | None:
 
 # Bounds staleness whatever a zone says: a delisted host should not wait a day.
 MAX_TTL = 3600
+# dnspython's limit (dns.message.MAX_CHAIN): a longer CNAME chain is an error, not an answer.
+MAX_CNAME_CHAIN = 16
 # Used when a negative answer carries no SOA (a broken server): retry soon.
 DEFAULT_NEGATIVE_TTL = 60
 
@@ -178,7 +184,7 @@ class CachingResolver:
         self._seconds = LOOKUP_SECONDS.histogram(self.metrics)
         self.cache = TtlCache(settings.cache_size)
         self.store = store  # the second level, when several instances share one
-        self._resolver = make_resolver(settings)
+        self._udp = UdpQueries(settings.nameservers, settings.port, settings.timeout, settings.attempts)
         where = ",".join(f"{ns}:{settings.port}" for ns in settings.nameservers)
         self.outage = Outage(f"dns {where}", log)
         self._inflight: dict[tuple[str, RdType], asyncio.Task[DnsAnswer]] = {}
@@ -272,29 +278,52 @@ class CachingResolver:
             pass  # the answer is in the first level; the others will ask for themselves
 
     async def _resolve(self, qname: dns.name.Name, rdtype: RdType) -> DnsAnswer:
+        question = Question(qname, _RDTYPES[rdtype])
         try:
-            ans = await self._resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN as exc:
-            responses = exc.responses()  # type: ignore[no-untyped-call]
-            return DnsAnswer("nxdomain", ttl=_negative_ttl(responses.get(qname)))
-        except dns.exception.Timeout:
-            return DnsAnswer("timeout", detail="resolver lifetime exceeded")
-        except dns.resolver.NoNameservers as exc:
-            errors = exc.kwargs.get("errors") or []
-            if errors and all(isinstance(e[3], OSError) for e in errors):
-                return DnsAnswer("error", detail=f"unreachable: {_unreachable(errors)}")
-            return DnsAnswer("error", detail=_first_line(exc))
-        except dns.exception.DNSException as exc:
-            return DnsAnswer("error", detail=_first_line(exc))
-        except OSError as exc:
+            response = await self._udp.ask(question)
+        except DnsFailure as exc:
+            return DnsAnswer("timeout" if exc.kind == "timeout" else "error", detail=exc.detail)
+        except OSError as exc:  # no socket at all (out of file descriptors)
             return DnsAnswer("error", detail=f"socket error: {exc.strerror or exc}")
-        if ans.rrset is None:
-            return DnsAnswer("nodata", ttl=_negative_ttl(ans.response))
-        return DnsAnswer("ok", _records(rdtype, ans.rrset), ttl=int(ans.rrset.ttl))
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            return DnsAnswer("nxdomain", ttl=_negative_ttl(response))
+        try:
+            rrset, ttl = _answer(response, question)
+        except _ChainTooLong:
+            return DnsAnswer("error", detail=f"CNAME chain longer than {MAX_CNAME_CHAIN}")
+        if rrset is None:
+            return DnsAnswer("nodata", ttl=_negative_ttl(response))
+        return DnsAnswer("ok", _records(rdtype, rrset), ttl=ttl)
 
 
-def _unreachable(errors: list[Any]) -> str:
-    return "; ".join(f"{e[0]}: {e[3].strerror or e[3]}" for e in errors[:3])
+_RDTYPES = {t: dns.rdatatype.RdataType.make(t) for t in ("A", "AAAA", "TXT", "PTR")}
+
+
+class _ChainTooLong(Exception):
+    pass
+
+
+def _answer(response: dns.message.Message, question: Question) -> tuple[dns.rrset.RRset | None, int]:
+    """The answer RRset to the question, following CNAMEs, and the lowest TTL on the way.
+
+    dnspython's ``resolve_chaining`` does this too, and then looks for a negative TTL on every
+    parent of the name; that walk cost more CPU than the whole exchange (we take it from the
+    SOA, ``_negative_ttl``)."""
+    name, ttl = question.name, dns.ttl.MAX_TTL
+    for _ in range(MAX_CNAME_CHAIN):
+        cname = None
+        for rrset in response.answer:
+            if rrset.rdclass != dns.rdataclass.IN or rrset.name != name:
+                continue
+            if rrset.rdtype == question.rdtype:
+                return rrset, min(ttl, rrset.ttl)
+            if rrset.rdtype == dns.rdatatype.CNAME and len(rrset):
+                cname = rrset
+        if cname is None:
+            return None, ttl
+        ttl = min(ttl, cname.ttl)
+        name = next(iter(cname)).target
+    raise _ChainTooLong
 
 
 def _first_line(exc: Exception) -> str:
