@@ -31,16 +31,20 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
 import dns.resolver
-import dns.rrset
-import dns.ttl
 
 from spamgate.filters.sdk.dns import DnsAnswer, DnsSettings, RdType, Status
 from spamgate.filters.sdk.metrics import MemoryMetrics, Metrics, MetricSpec
 from spamgate.filters.sdk.outage import Outage
 from spamgate.filters.sdk.state import StateError, StateStore
+from spamgate.filters.services.dns_answer import (
+    MAX_CNAME_CHAIN,
+    RDTYPES,
+    ChainTooLong,
+    answer_rrset,
+    negative_ttl,
+    records,
+)
 from spamgate.filters.services.dns_udp import DnsFailure, Question, UdpQueries
 
 __all__ = [
@@ -97,10 +101,6 @@ async def probe(settings: DnsSettings, wait: float = 1.0) -> str | None:
 
 # Bounds staleness whatever a zone says: a delisted host should not wait a day.
 MAX_TTL = 3600
-# dnspython's limit (dns.message.MAX_CHAIN): a longer CNAME chain is an error, not an answer.
-MAX_CNAME_CHAIN = 16
-# Used when a negative answer carries no SOA (a broken server): retry soon.
-DEFAULT_NEGATIVE_TTL = 60
 
 LOOKUP_SECONDS = MetricSpec(
     "histogram",
@@ -151,25 +151,6 @@ class TtlCache:
 
     def clear(self) -> None:
         self._data.clear()
-
-
-def _negative_ttl(response: dns.message.Message | None) -> int:
-    """RFC 2308: a negative answer lives min(SOA TTL, SOA minimum)."""
-    if response is None:
-        return DEFAULT_NEGATIVE_TTL
-    for rrset in response.authority:
-        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
-            soa = next(iter(rrset))
-            return int(min(rrset.ttl, soa.minimum))
-    return DEFAULT_NEGATIVE_TTL
-
-
-def _records(rdtype: RdType, rrset: dns.rrset.RRset) -> tuple[str, ...]:
-    if rdtype == "TXT":
-        return tuple(b"".join(r.strings).decode("utf-8", "replace") for r in rrset)
-    if rdtype == "PTR":
-        return tuple(r.target.to_text(omit_final_dot=True).lower() for r in rrset)
-    return tuple(sorted(r.address for r in rrset))
 
 
 class CachingResolver:
@@ -278,7 +259,7 @@ class CachingResolver:
             pass  # the answer is in the first level; the others will ask for themselves
 
     async def _resolve(self, qname: dns.name.Name, rdtype: RdType) -> DnsAnswer:
-        question = Question(qname, _RDTYPES[rdtype])
+        question = Question(qname, RDTYPES[rdtype])
         try:
             response = await self._udp.ask(question)
         except DnsFailure as exc:
@@ -286,44 +267,14 @@ class CachingResolver:
         except OSError as exc:  # no socket at all (out of file descriptors)
             return DnsAnswer("error", detail=f"socket error: {exc.strerror or exc}")
         if response.rcode() == dns.rcode.NXDOMAIN:
-            return DnsAnswer("nxdomain", ttl=_negative_ttl(response))
+            return DnsAnswer("nxdomain", ttl=negative_ttl(response))
         try:
-            rrset, ttl = _answer(response, question)
-        except _ChainTooLong:
+            rrset, ttl = answer_rrset(response, question)
+        except ChainTooLong:
             return DnsAnswer("error", detail=f"CNAME chain longer than {MAX_CNAME_CHAIN}")
         if rrset is None:
-            return DnsAnswer("nodata", ttl=_negative_ttl(response))
-        return DnsAnswer("ok", _records(rdtype, rrset), ttl=ttl)
-
-
-_RDTYPES = {t: dns.rdatatype.RdataType.make(t) for t in ("A", "AAAA", "TXT", "PTR")}
-
-
-class _ChainTooLong(Exception):
-    pass
-
-
-def _answer(response: dns.message.Message, question: Question) -> tuple[dns.rrset.RRset | None, int]:
-    """The answer RRset to the question, following CNAMEs, and the lowest TTL on the way.
-
-    dnspython's ``resolve_chaining`` does this too, and then looks for a negative TTL on every
-    parent of the name; that walk cost more CPU than the whole exchange (we take it from the
-    SOA, ``_negative_ttl``)."""
-    name, ttl = question.name, dns.ttl.MAX_TTL
-    for _ in range(MAX_CNAME_CHAIN):
-        cname = None
-        for rrset in response.answer:
-            if rrset.rdclass != dns.rdataclass.IN or rrset.name != name:
-                continue
-            if rrset.rdtype == question.rdtype:
-                return rrset, min(ttl, rrset.ttl)
-            if rrset.rdtype == dns.rdatatype.CNAME and len(rrset):
-                cname = rrset
-        if cname is None:
-            return None, ttl
-        ttl = min(ttl, cname.ttl)
-        name = next(iter(cname)).target
-    raise _ChainTooLong
+            return DnsAnswer("nodata", ttl=negative_ttl(response))
+        return DnsAnswer("ok", records(rdtype, rrset), ttl=ttl)
 
 
 def _first_line(exc: Exception) -> str:

@@ -6,14 +6,8 @@ import dns.message
 import dns.rrset
 
 from spamgate.filters.sdk.api import DnsSettings
-from spamgate.filters.services.dns import (
-    DEFAULT_NEGATIVE_TTL,
-    MAX_TTL,
-    DnsAnswer,
-    TtlCache,
-    _negative_ttl,
-    shared_resolver,
-)
+from spamgate.filters.services.dns import MAX_TTL, DnsAnswer, TtlCache, shared_resolver
+from spamgate.filters.services.dns_answer import DEFAULT_NEGATIVE_TTL, negative_ttl
 
 
 class Clock:
@@ -72,12 +66,12 @@ def test_negative_ttl_is_min_of_soa_ttl_and_minimum() -> None:
     msg.authority.append(
         dns.rrset.from_text("zen.test.", 300, "IN", "SOA", "ns.zen.test. h.zen.test. 1 3600 600 86400 42")
     )
-    assert _negative_ttl(msg) == 42
+    assert negative_ttl(msg) == 42
     msg.authority[0].ttl = 10
-    assert _negative_ttl(msg) == 10
-    assert _negative_ttl(None) == DEFAULT_NEGATIVE_TTL
+    assert negative_ttl(msg) == 10
+    assert negative_ttl(None) == DEFAULT_NEGATIVE_TTL
     bare = dns.message.make_response(dns.message.make_query("x.zen.test.", "A"))
-    assert _negative_ttl(bare) == DEFAULT_NEGATIVE_TTL
+    assert negative_ttl(bare) == DEFAULT_NEGATIVE_TTL
 
 
 def test_one_resolver_per_settings() -> None:
