@@ -230,3 +230,9 @@ async def test_sockets_are_closed_when_the_resolver_is_gone() -> None:
     await udp.ask(q("y.bl.test"))  # a new socket, and the resolver then dropped with it open:
     del udp, chan
     gc.collect()  # warnings are errors in this suite: an unclosed socket would fail the test at exit
+
+
+async def test_an_ipv6_nameserver_is_asked_over_ipv6() -> None:
+    server, port = await serve(lambda query, _: [answer(query, "127.0.0.2").to_wire()], "::1")
+    response = await UdpQueries(("::1",), port, timeout=2.0, attempts=1).ask(q("x.bl.test"))
+    assert response.answer[0][0].to_text() == "127.0.0.2" and server.sources[0][0] == "::1"
