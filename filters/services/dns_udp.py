@@ -1,11 +1,11 @@
-"""Sending DNS queries: one connected UDP socket per nameserver, shared by the lookups in flight.
+"""Sending DNS queries: connected UDP sockets on the loop's selector, replies matched to their query.
 
-Why not dnspython's resolver (we still parse replies with dnspython): it opens, binds and
-closes a socket and an asyncio transport for every query, renders the query through its
-general-purpose renderer and looks for a negative TTL on every parent of the name. On the
+Why not dnspython's resolver (we still parse replies with dnspython): it builds an asyncio
+transport around every query's socket, renders the query through its general-purpose renderer
+and looks for a negative TTL on every parent of the name. On the
 2-core test VM that was 1.2-1.5 ms of CPU per lookup; a new client checked against 5 DNS
 lists paid it five times on the event loop (docs/rbl.md, "Cost"). Here a query is one
-``send`` of a datagram built in a few lines on a socket that stays open, and the reply is
+``send`` of a datagram built in a few lines on a bare non-blocking socket, and the reply is
 matched to its query by id and question, so a stray or forged datagram is dropped and the
 lookup keeps waiting: 0.6x the CPU (tests/bench/bench_dns_query.py), most of what is left
 being dnspython's parser.
@@ -19,14 +19,21 @@ What is kept from dnspython's resolver, on purpose:
   or answers SERVFAIL, REFUSED, NOTIMP or FORMERR is dropped for this lookup;
 * a truncated reply is asked again over TCP.
 
-The source port still changes (RFC 5452): a socket is retired after ``ROTATE_AFTER`` queries
-and the next one gets a fresh ephemeral port from the kernel; query ids come from dnspython
-(a CSPRNG) and are never shared by two queries in flight on one socket.
+The source port: RFC 5452 asks for a random one per query, so that an attacker off the path,
+who can make us ask a name of their choosing at a moment of their choosing (connect from an
+address: we look it up), must guess the port as well as the 16-bit id. A nameserver on another
+machine therefore gets a fresh socket, and a fresh random port from the kernel, for every
+query (``queries_per_socket``): ~40 us of CPU each, against ~900 us for the lookup. Nobody off
+this machine can send a datagram from a loopback address, so a loopback nameserver (the local
+caching resolver the docs recommend) shares one socket between up to ``LOOPBACK_QUERIES`` queries.
+Query ids come from dnspython (a CSPRNG) and are never shared by two queries in flight on one
+socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 import time
@@ -43,15 +50,20 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-__all__ = ["EDNS_PAYLOAD", "ROTATE_AFTER", "DnsFailure", "Question", "UdpQueries"]
+__all__ = ["EDNS_PAYLOAD", "LOOPBACK_QUERIES", "DnsFailure", "Question", "UdpQueries", "queries_per_socket"]
 
-ROTATE_AFTER = 100
+LOOPBACK_QUERIES = 100
 EDNS_PAYLOAD = 1232  # EDNS0 (RFC 6891), DNS Flag Day 2020's size: long TXT answers (SPF) fit more often
 _OK_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
 # Header after the id: RD set, one question, no answers or authority, one additional (the OPT record).
 _HEADER_REST = struct.pack("!HHHHH", int(dns.flags.RD), 1, 0, 0, 1)
 # The OPT pseudo-record: root name, type OPT (41), class = our UDP payload size, TTL 0, no options.
 _OPT = b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)
+
+
+def queries_per_socket(ns: str) -> int:
+    """How many queries one socket to this nameserver may carry (see the module docstring)."""
+    return LOOPBACK_QUERIES if ipaddress.ip_address(ns).is_loopback else 1
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,7 @@ class _Channel:
         self.loop = loop
         self.pending: dict[int, tuple[Question, asyncio.Future[dns.message.Message]]] = {}
         self.sent = 0
+        self.limit = queries_per_socket(ns)
         self.broken = False
         family = socket.AF_INET6 if ":" in ns else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -234,7 +247,7 @@ class UdpQueries:
     def _channel(self, ns: str) -> _Channel:
         loop = asyncio.get_running_loop()
         chan = self._channels.get(ns)
-        if chan is not None and chan.loop is loop and not chan.broken and chan.sent < ROTATE_AFTER:
+        if chan is not None and chan.loop is loop and not chan.broken and chan.sent < chan.limit:
             return chan
         if chan is not None:
             self._retire(chan)

@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 
 from spamgate.filters.sdk.api import DnsSettings
 from spamgate.filters.services.dns import CachingResolver
-from spamgate.filters.services.dns_udp import EDNS_PAYLOAD, ROTATE_AFTER, DnsFailure, Question, UdpQueries
+from spamgate.filters.services.dns_udp import (
+    EDNS_PAYLOAD,
+    LOOPBACK_QUERIES,
+    DnsFailure,
+    Question,
+    UdpQueries,
+    queries_per_socket,
+)
 
 A = dns.rdatatype.A
 Reply = Callable[[dns.message.Message, tuple[str, int]], list[bytes]]
@@ -131,13 +138,32 @@ async def test_concurrent_lookups_share_a_socket_and_get_their_own_answers() -> 
     assert len({hq.id for hq, _ in held}) == 20  # ids unique among queries in flight
 
 
-async def test_the_source_port_changes_every_rotate_after_queries() -> None:
+async def test_a_loopback_resolver_gets_a_new_source_port_every_100_queries() -> None:
     server, port = await serve(lambda query, _: [answer(query, "127.0.0.2").to_wire()])
     udp = UdpQueries(("127.0.0.1",), port, timeout=2.0, attempts=1)
-    for i in range(ROTATE_AFTER * 2 + 1):
+    for i in range(LOOPBACK_QUERIES * 2 + 1):
         await udp.ask(q(f"{i}.bl.test"))
     ports = [p for _, p in server.sources]
-    assert len(set(ports[:ROTATE_AFTER])) == 1 and len(set(ports)) == 3, sorted(set(ports))
+    assert LOOPBACK_QUERIES == 100
+    assert len(set(ports[:100])) == 1 and len(set(ports)) == 3, sorted(set(ports))
+
+
+def test_a_nameserver_off_this_machine_gets_a_socket_per_query() -> None:
+    # RFC 5452: a random source port per query where someone off the path could race the reply.
+    assert [queries_per_socket(ns) for ns in ("192.0.2.53", "2001:db8::53", "10.0.0.1")] == [1, 1, 1]
+    assert [queries_per_socket(ns) for ns in ("127.0.0.1", "127.0.0.53", "::1")] == [100, 100, 100]
+
+
+async def test_a_socket_per_query_still_matches_and_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a remote nameserver gets, run against a loopback one (the only kind a test may use).
+    monkeypatch.setattr("spamgate.filters.services.dns_udp.LOOPBACK_QUERIES", 1)
+    server, port = await serve(lambda query, _: [answer(query, "127.0.0.2").to_wire()])
+    udp = UdpQueries(("127.0.0.1",), port, timeout=2.0, attempts=1)
+    first = udp._channel("127.0.0.1")
+    responses = await asyncio.gather(*(udp.ask(q(f"{i}.bl.test")) for i in range(10)))
+    assert all(r.answer[0][0].to_text() == "127.0.0.2" for r in responses)
+    assert len({p for _, p in server.sources}) == 10
+    assert first.sock.fileno() == -1  # every retired socket closed once its query was answered
 
 
 async def test_a_truncated_reply_is_asked_again_over_tcp() -> None:

@@ -27,15 +27,18 @@ def _number(cell: str) -> float:
     return float(m.group(1).replace(",", ""))
 
 
+def _quick(md: Path, *only: str, timeout: float = 120) -> str:
+    """`bench.py --quick [--only ...] --markdown md`; its stdout, once it exited 0."""
+    args = [sys.executable, str(BENCH), "--quick", *(["--only", ",".join(only)] if only else []), "--markdown", str(md)]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
 def test_quick_benchmark_writes_a_table_with_real_figures(tmp_path: Path) -> None:
     assert os.geteuid() == 0, "the benchmark needs root for `unshare --net` (CI runs as root)"
     md = tmp_path / "table.md"
-    res = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--markdown", str(md)],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "production vs naive forwarder" in res.stdout  # a target line, printed not asserted
+    assert "production vs naive forwarder" in _quick(md)  # a target line, printed not asserted
 
     lines = md.read_text().splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("| path |"))
@@ -68,11 +71,7 @@ def test_quick_benchmark_writes_a_table_with_real_figures(tmp_path: Path) -> Non
 def test_the_pipelining_client_path_measures_spamgate(tmp_path: Path) -> None:
     """`--only pipelined`: the production spamgate under a client that sends MAIL, RCPT and DATA at once."""
     md = tmp_path / "table.md"
-    res = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--only", "pipelined", "--markdown", str(md)],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
+    _quick(md, "pipelined")
     [row] = [ln for ln in md.read_text().splitlines() if ln.startswith("| → spamgate, production config, pipelining")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert _number(cells[1]) > 0 and _number(cells[2]) > 0, cells
@@ -92,11 +91,7 @@ def test_the_spamassassin_and_postfix_paths_take_turns_and_report_their_ratios(t
     """spamgate + spamd against spamd alone (in turns since this release), spamgate → Postfix
     against Postfix: real spamd and Postfix, figures and ratios in the table, no speed asserted."""
     md = tmp_path / "table.md"
-    res = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--only", "spamassassin,spamd,spamgate-postfix", "--markdown", str(md)],
-        capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
+    out = _quick(md, "spamassassin", "spamd", "spamgate-postfix", timeout=300)
     rows = _rows(md)
     sa = next(c for label, c in rows.items() if label.startswith("→ spamgate, cheap set + spamassassin"))
     spamd = next(c for label, c in rows.items() if label.startswith("spamd alone"))
@@ -106,7 +101,7 @@ def test_the_spamassassin_and_postfix_paths_take_turns_and_report_their_ratios(t
     assert re.search(r"\d\.\d\dx spamd", sa[6]) and re.search(r"\d\.\d\dx Postfix", pf[6]), (sa, pf)
     # the mixed corpus: the listed client and the spoofed sender never reach spamd, the spam is refused after it
     assert "listed rcpt 554" in sa[-1] and "spoofed mail 553" in sa[-1] and "spam 550" in sa[-1], sa
-    assert "spamgate + SpamAssassin vs spamd capacity" in res.stdout and "spamgate → Postfix vs Postfix" in res.stdout
+    assert "spamgate + SpamAssassin vs spamd capacity" in out and "spamgate → Postfix vs Postfix" in out
 
 
 def test_the_ab_script_compares_two_checkouts() -> None:
