@@ -167,7 +167,10 @@ class _Channel:
                 future.set_exception(exc)
 
     def close(self) -> None:
+        """Close the socket; a query still waiting on it fails now instead of at its timeout."""
         self.broken = True
+        if not self.loop.is_closed():  # a closed loop's futures can't run their callbacks any more
+            self._fail(ConnectionResetError("socket closed"))
         self._finalizer()
 
     async def ask(self, question: Question, wait: float) -> dns.message.Message:

@@ -172,7 +172,6 @@ async def test_a_truncated_reply_is_asked_again_over_tcp() -> None:
         r.flags |= dns.flags.TC
         return [r.to_wire()]
 
-    _, port = await serve(reply)
     tcp_queries: list[dns.message.Message] = []
 
     async def tcp_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -185,12 +184,23 @@ async def test_a_truncated_reply_is_asked_again_over_tcp() -> None:
         writer.write(struct.pack("!H", len(wire)) + wire)
         await writer.drain()
         writer.close()
+        await writer.wait_closed()
 
-    tcp = await asyncio.start_server(tcp_client, "127.0.0.1", port)
+    # One port number for both: the TCP listener's, free for UDP too (else try another).
+    for _ in range(20):
+        tcp = await asyncio.start_server(tcp_client, "127.0.0.1", 0)
+        port = tcp.sockets[0].getsockname()[1]
+        try:
+            await serve(reply, port=port)
+            break
+        except OSError:
+            tcp.close()
+            await tcp.wait_closed()
     try:
-        response = await UdpQueries(("127.0.0.1",), port, timeout=2.0, attempts=1).ask(q("big.test", dns.rdatatype.TXT))
+        response = await UdpQueries(("127.0.0.1",), port, timeout=5.0, attempts=1).ask(q("big.test", dns.rdatatype.TXT))
     finally:
         tcp.close()
+        await tcp.wait_closed()
     assert len(tcp_queries) == 1 and b"".join(response.answer[0][0].strings).startswith(b"v=spf1 ip4:192.0.2.0")
 
 
@@ -262,3 +272,16 @@ async def test_an_ipv6_nameserver_is_asked_over_ipv6() -> None:
     server, port = await serve(lambda query, _: [answer(query, "127.0.0.2").to_wire()], "::1")
     response = await UdpQueries(("::1",), port, timeout=2.0, attempts=1).ask(q("x.bl.test"))
     assert response.answer[0][0].to_text() == "127.0.0.2" and server.sources[0][0] == "::1"
+
+
+async def test_a_query_waiting_on_a_closed_socket_fails_at_once() -> None:
+    server, port = await serve(lambda query, _: [])  # never answers
+    udp = UdpQueries(("127.0.0.1",), port, timeout=30.0, attempts=1)
+    waiting = asyncio.ensure_future(udp.ask(q("x.bl.test")))
+    while not server.sources:
+        await asyncio.sleep(0.01)
+    start = time.monotonic()
+    udp._channels["127.0.0.1"].close()  # as when a send on it reported the nameserver unreachable
+    with pytest.raises(DnsFailure) as caught:
+        await waiting
+    assert time.monotonic() - start < 5 and caught.value.unreachable, caught.value.detail
