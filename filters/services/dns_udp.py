@@ -7,8 +7,8 @@ and looks for a negative TTL on every parent of the name. On the
 lists paid it five times on the event loop (docs/rbl.md, "Cost"). Here a query is one
 ``send`` of a datagram built in a few lines on a bare non-blocking socket, and the reply is
 matched to its query by id and question, so a stray or forged datagram is dropped and the
-lookup keeps waiting: 0.6x the CPU with a shared socket, 0.75x with a socket per query
-(tests/bench/bench_dns_query.py), most of what is left being dnspython's parser.
+lookup keeps waiting: 0.5-0.7x the CPU with a shared socket, 0.65-0.8x with a socket per
+query (tests/bench/bench_dns_query.py), most of what is left being dnspython's parser.
 
 What is kept from dnspython's resolver, on purpose:
 
@@ -23,7 +23,7 @@ The source port: RFC 5452 asks for a random one per query, so that an attacker o
 who can make us ask a name of their choosing at a moment of their choosing (connect from an
 address: we look it up), must guess the port as well as the 16-bit id. A nameserver on another
 machine therefore gets a fresh socket, and a fresh random port from the kernel, for every
-query (``queries_per_socket``): ~0.2 ms of CPU more per lookup (0.86 -> 1.07 ms here). Nobody off
+query (``queries_per_socket``): ~0.15-0.2 ms of CPU more per lookup on the test VM. Nobody off
 this machine can send a datagram from a loopback address, so a loopback nameserver (the local
 caching resolver the docs recommend) shares one socket between up to ``LOOPBACK_QUERIES`` queries.
 Query ids come from dnspython (a CSPRNG) and are never shared by two queries in flight on one
