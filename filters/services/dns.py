@@ -262,10 +262,8 @@ class CachingResolver:
         question = Question(qname, RDTYPES[rdtype])
         try:
             response = await self._udp.ask(question)
-        except DnsFailure as exc:
+        except DnsFailure as exc:  # a socket that can't be made counts against its nameserver there
             return DnsAnswer("timeout" if exc.kind == "timeout" else "error", detail=exc.detail)
-        except OSError as exc:  # no socket at all (out of file descriptors)
-            return DnsAnswer("error", detail=f"socket error: {exc.strerror or exc}")
         if response.rcode() == dns.rcode.NXDOMAIN:
             return DnsAnswer("nxdomain", ttl=negative_ttl(response))
         try:

@@ -94,11 +94,10 @@ class Question:
 class DnsFailure(Exception):
     """No usable answer: ``timeout`` (the lifetime ran out) or ``error`` (every nameserver failed)."""
 
-    def __init__(self, kind: str, detail: str, *, unreachable: bool = False) -> None:
+    def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
-        self.detail = detail
-        self.unreachable = unreachable  # every nameserver refused at the socket level
+        self.detail = detail  # "unreachable: ..." when every nameserver refused at the socket level
 
 
 def _close(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
@@ -236,7 +235,7 @@ class UdpQueries:
             raise DnsFailure("error", "no nameservers configured")
         unreachable = all(socket_level for _, _, socket_level in errors)
         detail = "; ".join(f"{ns}: {what}" for ns, what, _ in errors[:3])
-        raise DnsFailure("error", f"unreachable: {detail}" if unreachable else detail, unreachable=unreachable)
+        raise DnsFailure("error", f"unreachable: {detail}" if unreachable else detail)
 
     async def _once(self, ns: str, question: Question, wait: float) -> dns.message.Message:
         started = time.monotonic()

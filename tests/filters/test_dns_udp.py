@@ -223,7 +223,7 @@ async def test_every_nameserver_failing_is_an_error_naming_them() -> None:
     with pytest.raises(DnsFailure) as caught:
         await UdpQueries(("127.0.0.1",), port, timeout=2.0, attempts=2).ask(q("x.bl.test"))
     assert caught.value.kind == "error" and caught.value.detail == "127.0.0.1: SERVFAIL"
-    assert not caught.value.unreachable
+    assert not caught.value.detail.startswith("unreachable")
 
 
 async def test_a_silent_nameserver_costs_the_lifetime_and_no_more() -> None:
@@ -284,4 +284,4 @@ async def test_a_query_waiting_on_a_closed_socket_fails_at_once() -> None:
     udp._channels["127.0.0.1"].close()  # as when a send on it reported the nameserver unreachable
     with pytest.raises(DnsFailure) as caught:
         await waiting
-    assert time.monotonic() - start < 5 and caught.value.unreachable, caught.value.detail
+    assert time.monotonic() - start < 5 and caught.value.detail.startswith("unreachable:"), caught.value.detail
