@@ -13,6 +13,8 @@ spampd are marked n/a when those are missing. Paths (keys for --only):
   sink              smtp-source -> smtp-sink: this machine's SMTP ceiling on loopback
   naive             -> naive aiosmtpd/aiosmtplib forwarder -> sink
   haraka            -> Haraka (smtp_forward) -> sink
+  aiosmtpd          -> aiosmtpd alone answering 250, relaying nothing: the server library's own floor
+  protocol          -> a bare asyncio Protocol answering 250: asyncio's and the kernel's floor
   production        -> spamgate -> sink: INFO logs, metrics on, reverse DNS on (local NSD)
   pipelined         the production spamgate with a pipelining client (MAIL, RCPT, DATA in one write, as
                     Postfix sends them); a Python client, so compare it between builds (A/B)

@@ -47,6 +47,7 @@ class Measured:
     sink: Started | None = None  # count deliveries there (a synchronous relay must deliver all N before its 250s)
     extra_cpu_pid: int | None = None  # a helper whose CPU per 1,000 mixed messages is noted (spamd)
     cpus: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)  # share of all cores busy during each run (anyone's work)
     lost: int = 0
 
 
@@ -68,8 +69,9 @@ def burst(m: Measured, ld: Load, daemons: Daemons) -> None:
         return
     try:
         before = daemons.sink_count(m.sink) if m.sink else 0
-        c0 = procstat.cpu_seconds(m.target.pid)
+        c0, machine0 = procstat.cpu_seconds(m.target.pid), procstat.machine_ticks()
         t = load.run_source(m.target.port, ld.messages, ld.sessions, ld.size)
+        m.busy.append(procstat.busy_share(machine0, procstat.machine_ticks()))
         m.cpus.append(1000 * (procstat.cpu_seconds(m.target.pid) - c0) / ld.messages)
         m.row.rates.append(ld.messages / t)
         if m.sink:
@@ -86,6 +88,8 @@ def settle(m: Measured, ld: Load) -> Row:
         return row
     try:
         row.rate, row.cpu_ms = statistics.median(row.rates), statistics.median(m.cpus)
+        # Saturated cores mean the rate is what the machine leaves this path, not a latency limit.
+        row.note += f" machine {100 * statistics.median(m.busy):.0f}% busy;"
         if m.lost:
             row.note += f" sink missed {m.lost} of {len(row.rates) * ld.messages};"
         latency(row, m.target, ld, row.rate / 2)

@@ -129,6 +129,12 @@ class Daemons:
         proc = self.spawn("naive", [sys.executable, str(HERE / "naive_forwarder.py"), str(port), str(backend)], port)
         return Started("naive forwarder", port, proc.pid)
 
+    def floor(self, kind: str) -> Started:
+        """floor_server.py: aiosmtpd, or a bare asyncio Protocol, answering 250 and relaying nothing."""
+        port = free_port()
+        proc = self.spawn(f"floor-{kind}", [sys.executable, str(HERE / "floor_server.py"), str(port), kind], port)
+        return Started(f"{kind} floor", port, proc.pid)
+
     def haraka(self, backend: int) -> Started:
         home = self.work / "haraka"
         shutil.rmtree(home, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""What a process (tree) costs, read from /proc: CPU ticks and resident memory.
+"""What a process (tree) costs, read from /proc: CPU ticks and resident memory; and how busy the machine was.
 
 Daemons that fork workers (Postfix's master, spampd, spamd, Haraka's cluster, a
 ``[server] workers = N`` spamgate) are measured as the root process plus its live direct children
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["HZ", "children", "cpu_seconds", "peak_rss_kb", "rss_kb"]
+__all__ = ["HZ", "busy_share", "children", "cpu_seconds", "machine_ticks", "peak_rss_kb", "rss_kb"]
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -73,3 +73,14 @@ def rss_kb(pid: int) -> int:
 def peak_rss_kb(pid: int) -> int:
     """High-water mark of resident memory (VmHWM), summed over the process and its live descendants."""
     return _tree_kb(pid, "VmHWM")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine so far, every core: idle and iowait are not busy."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of all cores' time spent busy between two machine_ticks() readings."""
+    return (after[0] - before[0]) / max(after[1] - before[1], 1)

@@ -104,6 +104,21 @@ def test_the_spamassassin_and_postfix_paths_take_turns_and_report_their_ratios(t
     assert "spamgate + SpamAssassin vs spamd capacity" in out and "spamgate → Postfix vs Postfix" in out
 
 
+def test_the_floor_paths_measure_servers_that_relay_nothing(tmp_path: Path) -> None:
+    """`--only aiosmtpd,protocol`: aiosmtpd as shipped and a bare asyncio Protocol, each answering 250
+    to every message, get the same load as the proxies; each row says how busy the whole machine was."""
+    md = tmp_path / "table.md"
+    _quick(md, "aiosmtpd", "protocol")
+    rows = _rows(md)
+    floors = [c for label, c in rows.items() if label.startswith(("→ aiosmtpd alone", "→ a bare asyncio Protocol"))]
+    assert len(floors) == 2, rows
+    for cells in floors:
+        assert "failed" not in cells[-1] and _number(cells[1]) > 0 and _number(cells[5]) > 0, cells
+        assert "ham 250" in cells[-1] and "spoofed 250" in cells[-1], cells  # answered 250, relayed nowhere
+        busy = re.search(r"machine (\d+)% busy", cells[-1])
+        assert busy and 0 < int(busy.group(1)) <= 100, cells
+
+
 def test_the_ab_script_compares_two_checkouts() -> None:
     """`ab.py A B`: both sides measured, in a pair, with a summary (this checkout against itself)."""
     res = subprocess.run(
