@@ -14,6 +14,7 @@ spampd are marked n/a when those are missing. Paths (keys for --only):
   naive             -> naive aiosmtpd/aiosmtplib forwarder -> sink
   haraka            -> Haraka (smtp_forward) -> sink
   aiosmtpd          -> aiosmtpd alone answering 250, relaying nothing: the server library's own floor
+  streams           -> asyncio streams answering 250 (a task per connection, readuntil per line): that shape's floor
   protocol          -> a bare asyncio Protocol answering 250: asyncio's and the kernel's floor
   production        -> spamgate -> sink: INFO logs, metrics on, reverse DNS on (local NSD)
   pipelined         the production spamgate with a pipelining client (MAIL, RCPT, DATA in one write, as

@@ -6,8 +6,11 @@
 - ``protocol``: a bare ``asyncio.Protocol`` that speaks just enough SMTP for smtp-source and the
   benchmark's clients (no parsing beyond the verb, no limits, no TLS). What asyncio and the kernel
   cost for the same conversation; no server to run in production.
+- ``streams``: the same conversation in aiosmtpd's shape: asyncio streams, a task per connection,
+  ``readuntil`` per command line and a ``drain`` per reply. What that shape costs without
+  aiosmtpd's work per command.
 
-usage: floor_server.py PORT aiosmtpd|protocol
+usage: floor_server.py PORT aiosmtpd|protocol|streams
 """
 
 from __future__ import annotations
@@ -59,8 +62,34 @@ class AnswerProtocol(asyncio.Protocol):
                 self.transport.write(b"250 2.0.0 Ok\r\n")
 
 
+async def answer_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"220 floor.bench.test ESMTP\r\n")
+    await writer.drain()
+    while True:
+        verb = (await reader.readuntil(b"\n"))[:4].upper()
+        if verb == b"EHLO":
+            writer.write(b"250-floor.bench.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        elif verb == b"DATA":
+            writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            await writer.drain()
+            await reader.readuntil(b"\r\n.\r\n")
+            writer.write(b"250 2.0.0 Ok: dropped\r\n")
+        elif verb == b"QUIT":
+            writer.write(b"221 2.0.0 Bye\r\n")
+            writer.close()
+            return
+        else:
+            writer.write(b"250 2.0.0 Ok\r\n")
+        await writer.drain()
+
+
 async def main(port: int, kind: str) -> None:
     loop = asyncio.get_running_loop()
+    if kind == "streams":
+        server = await asyncio.start_server(answer_stream, "127.0.0.1", port, backlog=1024, limit=1 << 22)
+        async with server:
+            await server.serve_forever()
+        return
     if kind == "protocol":
         factory: Any = AnswerProtocol
     else:  # an explicit hostname: aiosmtpd would otherwise call socket.getfqdn() (a DNS lookup)

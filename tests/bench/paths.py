@@ -30,7 +30,7 @@ from tests.bench.spamd_load import SpamdAlone
 __all__ = ["PATHS", "run_paths"]
 
 # every path, in the table's order (the keys of bench.py --only)
-PATHS = ["sink", "naive", "haraka", "aiosmtpd", "protocol", "production", "pipelined", "no-rdns", "cheap",
+PATHS = ["sink", "naive", "haraka", "aiosmtpd", "streams", "protocol", "production", "pipelined", "no-rdns", "cheap",
          "workers", "postfix", "spamgate-postfix", "spampd", "spamassassin", "spamd", "reject", "idle"]  # fmt: skip
 
 
@@ -105,6 +105,8 @@ def run_paths(args: argparse.Namespace, ld: Load, work: Path) -> tuple[list[Row]
                                      note="Haraka not installed (npm)")  # fmt: skip
         if "aiosmtpd" in paths:
             add("aiosmtpd", "→ aiosmtpd alone, answering 250 (no relay, no filter, no log)", d.floor("aiosmtpd"), None)
+        if "streams" in paths:
+            add("streams", "→ asyncio streams, a task per session, answering 250", d.floor("streams"), None)
         if "protocol" in paths:
             add("protocol", "→ a bare asyncio Protocol, answering 250 (no relay)", d.floor("protocol"), None)
         prod: Started | None = None
@@ -243,7 +245,8 @@ def finish(rows: dict[str, Row], per_session: float) -> tuple[list[Row], list[Ta
     g = rows.get
     for key, bases in (
         ("sink", [("naive", g("naive"))]), ("naive", [("naive", g("naive"))]), ("haraka", [("naive", g("naive"))]),
-        ("aiosmtpd", [("naive", g("naive"))]), ("protocol", [("naive", g("naive"))]),
+        ("aiosmtpd", [("naive", g("naive"))]), ("streams", [("naive", g("naive"))]),
+        ("protocol", [("naive", g("naive"))]),
         ("production", [("naive", g("naive")), ("Haraka", g("haraka"))]), ("cheap", [("naive", g("naive"))]),
         ("no-rdns", [("naive", g("naive")), ("production", g("production"))]),
         ("workers", [("1 worker", g("production"))]), ("postfix", [("Postfix", g("postfix"))]),

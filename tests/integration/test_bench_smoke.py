@@ -105,13 +105,15 @@ def test_the_spamassassin_and_postfix_paths_take_turns_and_report_their_ratios(t
 
 
 def test_the_floor_paths_measure_servers_that_relay_nothing(tmp_path: Path) -> None:
-    """`--only aiosmtpd,protocol`: aiosmtpd as shipped and a bare asyncio Protocol, each answering 250
-    to every message, get the same load as the proxies; each row says how busy the whole machine was."""
+    """`--only aiosmtpd,streams,protocol`: aiosmtpd as shipped, asyncio streams and a bare asyncio Protocol,
+    each answering 250 to every message, get the same load as the proxies; each row says how busy the
+    whole machine was."""
     md = tmp_path / "table.md"
-    _quick(md, "aiosmtpd", "protocol")
+    _quick(md, "aiosmtpd", "streams", "protocol")
     rows = _rows(md)
-    floors = [c for label, c in rows.items() if label.startswith(("→ aiosmtpd alone", "→ a bare asyncio Protocol"))]
-    assert len(floors) == 2, rows
+    labels = ("→ aiosmtpd alone", "→ asyncio streams", "→ a bare asyncio Protocol")
+    floors = [c for label, c in rows.items() if label.startswith(labels)]
+    assert len(floors) == 3, rows
     for cells in floors:
         assert "failed" not in cells[-1] and _number(cells[1]) > 0 and _number(cells[5]) > 0, cells
         assert "ham 250" in cells[-1] and "spoofed 250" in cells[-1], cells  # answered 250, relayed nowhere
