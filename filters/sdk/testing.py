@@ -39,8 +39,24 @@ from spamgate.filters.sdk.runner import (
 from spamgate.filters.sdk.scoring import Action, Thresholds, choose_action
 
 __all__ = [
-    "MemoryMetrics", "PipelineRun", "UndeclaredSymbol", "canonical", "make_context", "run_filter", "run_pipeline",
+    "FakeClock", "MemoryMetrics", "PipelineRun", "UndeclaredSymbol", "canonical", "make_context", "run_filter",
+    "run_pipeline",
 ]
+
+
+class FakeClock:
+    """A clock the test moves by hand, for anything that takes ``clock: Callable[[], float]``
+    (``MemoryStore(clock=...)``, a filter's own expiry): read it by calling it, move it with
+    ``advance`` or by setting ``now``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def canonical(message: bytes | str) -> bytes:

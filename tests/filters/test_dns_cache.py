@@ -6,20 +6,13 @@ import dns.message
 import dns.rrset
 
 from spamgate.filters.sdk.api import DnsSettings
+from spamgate.filters.sdk.testing import FakeClock
 from spamgate.filters.services.dns import MAX_TTL, DnsAnswer, TtlCache, shared_resolver
 from spamgate.filters.services.dns_answer import DEFAULT_NEGATIVE_TTL, negative_ttl
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_entries_expire_with_their_ttl() -> None:
-    clock = Clock()
+    clock = FakeClock()
     cache = TtlCache(10, clock)
     cache.put(("a.test", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=30))
     cache.put(("b.test", "A"), DnsAnswer("nxdomain", ttl=5))
@@ -34,7 +27,7 @@ def test_entries_expire_with_their_ttl() -> None:
 
 
 def test_ttl_is_capped() -> None:
-    clock = Clock()
+    clock = FakeClock()
     cache = TtlCache(10, clock)
     cache.put(("a.test", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=86400 * 7))
     clock.now += MAX_TTL + 1
@@ -42,7 +35,7 @@ def test_ttl_is_capped() -> None:
 
 
 def test_size_bound_evicts_least_recently_used() -> None:
-    cache = TtlCache(2, Clock())
+    cache = TtlCache(2, FakeClock())
     for name in ("a", "b"):
         cache.put((name, "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=60))
     assert cache.get(("a", "A")) is not None  # a is now the most recent
@@ -53,10 +46,10 @@ def test_size_bound_evicts_least_recently_used() -> None:
 
 
 def test_zero_size_or_zero_ttl_caches_nothing() -> None:
-    off = TtlCache(0, Clock())
+    off = TtlCache(0, FakeClock())
     off.put(("a", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=60))
     assert off.get(("a", "A")) is None
-    on = TtlCache(5, Clock())
+    on = TtlCache(5, FakeClock())
     on.put(("a", "A"), DnsAnswer("ok", ("127.0.0.2",), ttl=0))
     assert len(on) == 0
 

@@ -10,25 +10,17 @@ from spamgate.filters.greylist.filter import GreylistFilter, dnswl_query
 from spamgate.filters.sdk.api import Decision, FilterEnv, OptionError, Phase
 from spamgate.filters.sdk.metrics import MemoryMetrics
 from spamgate.filters.sdk.state import MemoryStore, StateError
-from spamgate.filters.sdk.testing import make_context
+from spamgate.filters.sdk.testing import FakeClock, make_context
 
 # One metrics handle for every filter of this module, as the engine gives one to all filters.
 METRICS = MemoryMetrics()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(store: Any = None, **options: Any) -> tuple[GreylistFilter, Clock]:
+def make(store: Any = None, **options: Any) -> tuple[GreylistFilter, FakeClock]:
     flt = GreylistFilter("greylist", {"spf": False, "delay": 60, **options}, FilterEnv(metrics=METRICS))
     if store is not None:
         flt.store = store
-    clock = Clock()
+    clock = FakeClock(1_700_000_000.0)
     flt.clock = clock
     return flt, clock
 
@@ -69,7 +61,7 @@ async def test_ipv6_networks_are_slash_64() -> None:
 
 
 async def test_a_retry_after_the_window_starts_over() -> None:
-    store_clock = Clock()
+    store_clock = FakeClock(1_700_000_000.0)
     store = MemoryStore(clock=store_clock)
     flt, clock = make(store, retry_window=3600)
     assert (await flt.check(Phase.RCPT, rcpt())).decision is Decision.TEMPFAIL
@@ -80,7 +72,7 @@ async def test_a_retry_after_the_window_starts_over() -> None:
 
 
 async def test_passed_triplets_expire() -> None:
-    store_clock = Clock()
+    store_clock = FakeClock(1_700_000_000.0)
     flt, clock = make(MemoryStore(clock=store_clock), triplet_ttl=1000, auto_allowlist_after=0)
     await flt.check(Phase.RCPT, rcpt())
     clock.now += 61

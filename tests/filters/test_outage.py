@@ -10,19 +10,11 @@ import pytest
 from spamgate.filters.sdk.api import Phase, Verdict
 from spamgate.filters.sdk.outage import DependencyError, Outage
 from spamgate.filters.sdk.runner import FilterSettings, Pipeline, Scoreboard, Slot
-from spamgate.filters.sdk.testing import make_context
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from spamgate.filters.sdk.testing import FakeClock, make_context
 
 
 def test_down_reminder_recovery(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     o = Outage("spamd 127.0.0.1:783", logging.getLogger("t.outage"), remind_every=60, clock=clock)
     with caplog.at_level(logging.INFO, "t.outage"):
         for _ in range(100):

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from spamgate.filters.sdk.state import MemoryStore, StateStore
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from spamgate.filters.sdk.testing import FakeClock
 
 
 async def test_incr_starts_at_zero_and_expires_from_first_use() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     s = MemoryStore(clock=clock)
     assert isinstance(s, StateStore)
     assert await s.incr("k", ttl=10) == 1
@@ -25,7 +19,7 @@ async def test_incr_starts_at_zero_and_expires_from_first_use() -> None:
 
 
 async def test_set_if_absent_get_set_delete() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     s = MemoryStore(clock=clock)
     assert await s.set_if_absent("grey", "first", ttl=5) is True
     assert await s.set_if_absent("grey", "second", ttl=5) is False

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spamgate.filters.sdk import Action, FilterEnv, FilterSettings, Phase, Thresholds
-from spamgate.filters.sdk.testing import canonical, make_context, run_filter, run_pipeline
+from spamgate.filters.sdk.state import MemoryStore
+from spamgate.filters.sdk.testing import FakeClock, canonical, make_context, run_filter, run_pipeline
 from tests.plugin_support import ensure_example_plugin
 
 
@@ -34,3 +35,14 @@ def test_make_context_fills_rcpt_at_rcpt_phase() -> None:
     assert ctx.envelope.rcpt == "b@example.edu"
     assert ctx.envelope.mail_from_domain == "example.org"
     assert canonical(b"a\r\nb\nc") == b"a\r\nb\r\nc"
+
+
+async def test_a_fake_clock_moves_a_stores_expiry_by_hand() -> None:
+    """As docs/plugins.md shows: state with a TTL expires when the test says, not when time passes."""
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    await store.set("greylist:k", "seen", ttl=60)
+    clock.advance(59.5)
+    assert clock() == 1059.5 and await store.get("greylist:k") == "seen"
+    clock.advance(0.5)
+    assert await store.get("greylist:k") is None

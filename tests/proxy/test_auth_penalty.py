@@ -5,30 +5,23 @@ from __future__ import annotations
 import pytest
 
 from spamgate.filters.sdk.state import MemoryStore
+from spamgate.filters.sdk.testing import FakeClock
 from spamgate.proxy.auth import PenaltyBox, make_penalty_box
 from spamgate.proxy.auth.penalty import client_key
 from spamgate.proxy.config import Auth
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(clock: Clock) -> MemoryStore:
+def store(clock: FakeClock) -> MemoryStore:
     return MemoryStore(clock=clock)
 
 
-async def test_boxed_after_max_failures_in_window(clock: Clock, store: MemoryStore) -> None:
+async def test_boxed_after_max_failures_in_window(clock: FakeClock, store: MemoryStore) -> None:
     box = PenaltyBox(store, 3, window=60, penalty=600)
     assert not await box.record_failure("192.0.2.1")
     assert not await box.record_failure("192.0.2.1")
@@ -44,7 +37,7 @@ async def test_boxed_after_max_failures_in_window(clock: Clock, store: MemorySto
     assert not await box.record_failure("192.0.2.1"), "the count starts afresh after the penalty"
 
 
-async def test_failures_outside_the_window_are_forgotten(clock: Clock, store: MemoryStore) -> None:
+async def test_failures_outside_the_window_are_forgotten(clock: FakeClock, store: MemoryStore) -> None:
     box = PenaltyBox(store, 3, window=60, penalty=600)
     await box.record_failure("192.0.2.1")
     await box.record_failure("192.0.2.1")

@@ -6,20 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spamgate.filters.sdk.testing import FakeClock
 from spamgate.proxy import metrics
 from spamgate.proxy.console.status import SESSIONS, RateSampler, read_counters
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_rates_and_rejections_are_differences_against_the_window() -> None:
-    clock = Clock()
+    clock = FakeClock()
     sampler = RateSampler({"action:accept": 10.0, "reject:rbl at rcpt (reject)": 4.0, SESSIONS: 3.0}, clock)
     clock.now += 30
     sampler.sample({"action:accept": 40.0, "reject:rbl at rcpt (reject)": 4.0})
