@@ -1,4 +1,4 @@
-"""Two servers that answer 250 to every message and relay nothing: the floors under any proxy.
+"""Three servers that answer 250 to every message and relay nothing: the floors under any proxy.
 
 - ``aiosmtpd``: aiosmtpd as shipped, with a handler whose handle_DATA answers 250. What the
   server library spamgate is built on costs to receive a message, before any relaying, filtering,

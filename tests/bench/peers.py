@@ -130,7 +130,7 @@ class Daemons:
         return Started("naive forwarder", port, proc.pid)
 
     def floor(self, kind: str) -> Started:
-        """floor_server.py: aiosmtpd, or a bare asyncio Protocol, answering 250 and relaying nothing."""
+        """floor_server.py: aiosmtpd, asyncio streams or a bare asyncio Protocol, answering 250, relaying nothing."""
         port = free_port()
         proc = self.spawn(f"floor-{kind}", [sys.executable, str(HERE / "floor_server.py"), str(port), kind], port)
         return Started(f"{kind} floor", port, proc.pid)
