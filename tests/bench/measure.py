@@ -90,6 +90,8 @@ def settle(m: Measured, ld: Load) -> Row:
         row.rate, row.cpu_ms = statistics.median(row.rates), statistics.median(m.cpus)
         # Saturated cores mean the rate is what the machine leaves this path, not a latency limit.
         row.note += f" machine {100 * statistics.median(m.busy):.0f}% busy;"
+        # Each run's CPU, in turn order: the spread within one invocation, against the spread between invocations.
+        row.note += f" CPU ms/msg per run {' '.join(f'{c:.2f}' for c in m.cpus)};"
         if m.lost:
             row.note += f" sink missed {m.lost} of {len(row.rates) * ld.messages};"
         latency(row, m.target, ld, row.rate / 2)
